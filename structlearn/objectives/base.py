@@ -8,8 +8,9 @@ trainer only ever calls:
 - ``train_step(x) -> dict[str, Tensor]``: one update on a minibatch ``x: (n, n_in)``;
   must leave pruned weights exactly zero (call ``self.layer.apply_mask_()``).
 - ``encode(x) -> z``: codes ``(n, n_units)`` used for metrics and by the next layer.
-- ``reconstruct(x) -> x_hat | None``: ``(n, n_in)`` reconstruction, ``None`` when the
-  objective has no decoder (then no reconstruction error is reported).
+- ``decode(z) -> x_hat | None``: ``(n, n_in)`` reconstruction from codes, ``None`` when
+  the objective has no decoder (then no reconstruction error is reported);
+  ``reconstruct(x)`` is ``decode(encode(x))``.
 - ``loss(x) -> Tensor``: scalar objective value for evaluation (lower is better).
 
 Hyperparameters are validated in ``__init__`` with :func:`check_range`, which raises a
@@ -72,8 +73,11 @@ class Objective(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         return self.layer(x)
 
-    def reconstruct(self, x: Tensor) -> Tensor | None:
+    def decode(self, z: Tensor) -> Tensor | None:
         return None
+
+    def reconstruct(self, x: Tensor) -> Tensor | None:
+        return self.decode(self.encode(x))
 
     # Subclasses define ``train_step(x)`` and ``loss(x)`` (see the module docstring).
 

@@ -1,0 +1,262 @@
+"""Typed, frozen run configuration with YAML round-trip and validation at the boundary.
+
+A YAML file (e.g. ``experiments/mosaic_sparse.yaml``) maps onto :class:`RunConfig`;
+``--set a.b=value`` overrides any field by its dotted path (list items by index:
+``layers.0.params.lam=0.3``). Unknown keys and out-of-range values raise a ``ValueError``
+that names the key and the allowed values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from structlearn.data.images import BUNDLED_DEFAULT
+from structlearn.objectives.base import check_choice, check_range
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "bundled"  # "bundled" (scikit-image images, no download) or a folder of PNG/JPEG/TIFF
+    images: tuple[str, ...] = BUNDLED_DEFAULT  # bundled image names (used when source == "bundled")
+    kind: str = "mosaic"  # "mosaic": grid of independent tiles; "patches": plain natural patches
+    grid: tuple[int, int] = (3, 3)  # mosaic tiles (rows, cols); at least 2 tiles
+    tile: tuple[int, int] = (8, 8)  # tile size (h, w) in pixels
+    patch: tuple[int, int] = (16, 16)  # patch size (h, w) when kind == "patches"
+    n_train: int = 50000  # training samples, drawn once from the seed
+    n_test: int = 2000  # held-out samples for the metrics
+    remove_mean: str = "tile"  # "tile" | "mosaic" | "none" (per-patch mean when kind == "patches")
+    whitening: str = "zca"  # "zca" | "one_over_f" (Olshausen-Field, applied to whole images) | "none"
+    zca_floor: float = 0.01  # ZCA eigenvalue floor, relative to the mean eigenvalue, > 0
+    f0_fraction: float = 0.39  # 1/f filter cutoff f0 as a fraction of the image size, (0, 0.5]
+    gaussian_clone: bool = False  # control: replace the data by a Gaussian with the same covariance
+
+    def validate(self) -> None:
+        check_choice("data.kind", self.kind, ("mosaic", "patches"))
+        check_choice("data.whitening", self.whitening, ("zca", "one_over_f", "none"))
+        check_choice("data.remove_mean", self.remove_mean, ("tile", "mosaic", "none"))
+        for key in ("grid", "tile", "patch"):
+            v = getattr(self, key)
+            if len(v) != 2 or min(v) < 1:
+                raise ValueError(f"data.{key}={list(v)}; allowed: two positive integers [h, w]")
+        if self.kind == "mosaic" and self.grid[0] * self.grid[1] < 2:
+            raise ValueError(f"data.grid={list(self.grid)} has one tile; allowed: at least 2 tiles, e.g. [3, 3]")
+        check_range("data.n_train", self.n_train, 2, None)
+        check_range("data.n_test", self.n_test, 1, None)
+        check_range("data.zca_floor", self.zca_floor, 0, None, low_open=True)
+        check_range("data.f0_fraction", self.f0_fraction, 0, 0.5, low_open=True)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        if self.kind == "mosaic":
+            return (self.grid[0] * self.tile[0], self.grid[1] * self.tile[1])
+        return tuple(self.patch)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    method: str = "magnitude"  # pruner name (registry "pruner")
+    scope: str = "unit"  # "unit": per-unit threshold/density; "global": one for the layer
+    threshold: float | None = 0.1  # keep |w| >= threshold * max|w|, in [0, 1); or None
+    density: float | None = None  # or: keep this share of weights, in (0, 1]
+    finetune_steps: int = 200  # training steps after pruning, with the mask fixed
+
+    def validate(self) -> None:
+        check_choice("prune.scope", self.scope, ("unit", "global"))
+        if (self.threshold is None) == (self.density is None):
+            raise ValueError("prune: give exactly one of threshold (in [0, 1)) or density (in (0, 1])")
+        if self.threshold is not None:
+            check_range("prune.threshold", self.threshold, 0, 1, high_open=True)
+        if self.density is not None:
+            check_range("prune.density", self.density, 0, 1, low_open=True)
+        check_range("prune.finetune_steps", self.finetune_steps, 0, None)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    n_units: int = 1024  # units (rows of the dense weight)
+    objective: str = "sparse_coding"  # objective name (registry "objective")
+    params: dict = field(default_factory=dict)  # the objective's hyperparameters
+    steps: int = 1000  # training steps before pruning
+    batch_size: int = 256  # samples per step
+    prune: PruneConfig | None = field(default_factory=PruneConfig)  # None: no pruning
+    nonlinearity: str = "abs"  # how codes feed the next layer: "abs" | "relu" | "none" | "pool_energy"
+    pool_group: int = 1  # units per group for "pool_energy" (sqrt of the group's summed squares)
+
+    def validate(self, i: int = 0) -> None:
+        check_range(f"layers.{i}.n_units", self.n_units, 1, None)
+        check_range(f"layers.{i}.steps", self.steps, 0, None)
+        check_range(f"layers.{i}.batch_size", self.batch_size, 1, None)
+        check_choice(f"layers.{i}.nonlinearity", self.nonlinearity, ("abs", "relu", "none", "pool_energy"))
+        check_range(f"layers.{i}.pool_group", self.pool_group, 1, None)
+        if self.nonlinearity == "pool_energy" and self.n_units % self.pool_group:
+            raise ValueError(f"layers.{i}.pool_group={self.pool_group} must divide n_units={self.n_units}")
+        if self.prune is not None:
+            self.prune.validate()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "mosaic_sparse"  # run name (folder runs/<time>-<name>)
+    seed: int = 0  # the one seed every generator derives from
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:N"
+    dtype: str = "float32"  # "float32" | "float64"
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    layers: tuple[LayerConfig, ...] = (LayerConfig(),)
+    eval_every: int = 100  # steps between held-out evaluations
+    checkpoint_every: int = 100  # steps between checkpoints
+    wandb: str = "offline"  # "offline" (into the run folder) | "online" | "disabled"
+    wandb_project: str = "structlearn"
+
+    def validate(self) -> None:
+        self.data.validate()
+        if not self.layers:
+            raise ValueError("layers is empty; allowed: a list of at least one layer")
+        for i, layer in enumerate(self.layers):
+            layer.validate(i)
+        check_choice("wandb", self.wandb, ("offline", "online", "disabled"))
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device={self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+        check_range("eval_every", self.eval_every, 1, None)
+        check_range("checkpoint_every", self.checkpoint_every, 1, None)
+        check_range("threads", self.threads, 0, None)
+
+
+# ---------------------------------------------------------------- dict <-> dataclass
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} must be a mapping; got {value!r}")
+        return from_dict(tp, value, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path} must be a list; got {value!r}")
+        item_tp = args[0]
+        return tuple(_convert(item_tp, v, f"{path}.{i}") for i, v in enumerate(value))
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} must be a mapping; got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+            raise ValueError(f"{path} must be an integer; got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path} must be a number; got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path} must be a string; got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, d: dict, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a dict; unknown keys raise a ValueError listing allowed ones."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        where = f" in {path}" if path else ""
+        raise ValueError(f"unknown config key(s) {unknown}{where}; allowed: {', '.join(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Any:
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` strings (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. data.gaussian_clone=true")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        parts = key.strip().split(".")
+        node: Any = d
+        for j, p in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not p.isdigit() or int(p) >= len(node):
+                    raise ValueError(f"--set {key}: index {p!r} out of range; allowed: 0..{len(node) - 1}")
+                node = node[int(p)]
+            else:
+                if p not in node:
+                    raise ValueError(f"--set {key}: unknown key {'.'.join(parts[:j + 1])!r}; allowed: {', '.join(node)}")
+                if node[p] is None:
+                    node[p] = {}
+                node = node[p]
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ValueError(f"--set {key}: index {last!r} out of range; allowed: 0..{len(node) - 1}")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return d
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML file <- ``--set`` overrides, then validated."""
+    base = to_dict(RunConfig())
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {str(p)!r} does not exist")
+        try:
+            user = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+        if not isinstance(user, dict):
+            raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
+        base = _merge(base, user, "")
+    base = apply_overrides(base, list(overrides or []))
+    cfg = from_dict(RunConfig, base)
+    cfg.validate()
+    return cfg
+
+
+def _merge(base: dict, user: dict, path: str) -> dict:
+    out = dict(base)
+    for k, v in user.items():
+        if k not in base:
+            raise ValueError(f"unknown config key {path + k!r}; allowed: {', '.join(base)}")
+        if k == "layers" and isinstance(v, list):
+            default_layer = to_dict(LayerConfig())
+            out[k] = [_merge(default_layer, lv, f"layers.{i}.") if isinstance(lv, dict) else lv for i, lv in enumerate(v)]
+        elif isinstance(v, dict) and isinstance(base[k], dict) and k != "params":
+            out[k] = _merge(base[k], v, f"{path}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,88 @@
+"""Image sources: the bundled scikit-image photographs, or a user folder.
+
+Every image becomes a float32 grayscale ``(H, W)`` array in ``[0, 1]``: RGB through the
+ITU-R BT.709 luminance of :func:`skimage.color.rgb2gray`, RGBA composited on white first,
+8- and 16-bit integers scaled by their maximum. Boolean, non-finite and constant images are
+refused with an error that names the image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Bundled with scikit-image (no download). Natural photographs and textures only:
+# hubble_deep_field, retina and immunohistochemistry are mostly flat background.
+BUNDLED_DEFAULT: tuple[str, ...] = (
+    "astronaut", "brick", "camera", "chelsea", "clock", "coffee",
+    "coins", "grass", "gravel", "moon", "rocket",
+)
+BUNDLED_ALL: tuple[str, ...] = BUNDLED_DEFAULT + ("hubble_deep_field", "immunohistochemistry", "retina")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert one image to float32 grayscale ``(H, W)`` in [0, 1]; validate it."""
+    from skimage.color import rgb2gray, rgba2rgb
+
+    img = np.asarray(img)
+    if img.dtype == bool:
+        raise ValueError(f"{name}: boolean (binary) images are not natural images; allowed dtypes: uint8, uint16, float")
+    if img.ndim == 3 and img.shape[-1] == 4:
+        img = rgba2rgb(img.astype(np.float64) / np.iinfo(img.dtype).max if img.dtype.kind == "u" else img)
+    elif img.dtype.kind == "u":
+        img = img.astype(np.float64) / np.iinfo(img.dtype).max
+    elif img.dtype.kind == "i":
+        raise ValueError(f"{name}: signed integer images are not supported; allowed dtypes: uint8, uint16, float")
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim == 3 and img.shape[-1] == 3:
+        img = rgb2gray(img)
+    if img.ndim != 2:
+        raise ValueError(f"{name}: shape {img.shape} is not an image; allowed: (H, W), (H, W, 3), (H, W, 4)")
+    if not np.isfinite(img).all():
+        raise ValueError(f"{name}: contains NaN or Inf pixels; allowed: finite values")
+    lo, hi = float(img.min()), float(img.max())
+    if hi - lo <= 1e-6:
+        raise ValueError(f"{name}: constant image (all pixels {lo:.3g}); a natural image must vary")
+    if lo < 0 or hi > 1:  # floats outside [0, 1]: rescale to [0, 1]
+        img = (img - lo) / (hi - lo)
+    return img.astype(np.float32)
+
+
+def load_bundled(names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT) -> list[np.ndarray]:
+    """The named ``skimage.data`` images as float grayscale arrays."""
+    import skimage.data
+
+    if not names:
+        raise ValueError(f"no bundled image names given; allowed: {', '.join(BUNDLED_ALL)}")
+    out = []
+    for name in names:
+        if name not in BUNDLED_ALL:
+            raise ValueError(f"unknown bundled image {name!r}; allowed (no download): {', '.join(BUNDLED_ALL)}")
+        out.append(to_gray_float(getattr(skimage.data, name)(), name))
+    return out
+
+
+def load_folder(folder: str | Path) -> list[np.ndarray]:
+    """All PNG/JPEG/TIFF files below ``folder`` (recursive, sorted), as float grayscale."""
+    from skimage.io import imread
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"image folder {str(folder)!r} does not exist or is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"image folder {str(folder)!r} holds no images; allowed suffixes: {', '.join(IMAGE_SUFFIXES)}")
+    out = []
+    for p in files:
+        try:
+            img = imread(p)
+        except Exception as e:  # any decoder error: name the file
+            raise ValueError(f"cannot read image file {str(p)!r}: {type(e).__name__}: {e}") from e
+        out.append(to_gray_float(img, str(p)))
+    return out
+
+
+def load_images(source: str = "bundled", names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT) -> list[np.ndarray]:
+    """``source == 'bundled'``: the named scikit-image images; otherwise a folder path."""
+    return load_bundled(names) if source == "bundled" else load_folder(source)

@@ -1,0 +1,71 @@
+"""From a :class:`DataConfig` to whitened train/test matrices, deterministically from a seed.
+
+    images -> (1/f whitening of whole images) -> mosaics or patches -> (Gaussian clone)
+           -> mean removal -> ZCA (fitted on train) -> train (n_train, d), test (n_test, d)
+
+The same seed gives bit-identical data on CPU, so a resumed run rebuilds exactly the data it
+was trained on instead of storing it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from structlearn.config import DataConfig
+from structlearn.data.images import load_images
+from structlearn.data.mosaics import gaussian_clone, make_mosaics
+from structlearn.data.patches import sample_patches
+from structlearn.data.whiten import ZCA, whiten_one_over_f
+
+
+@dataclass
+class Prepared:
+    train: Tensor  # (n_train, d) float32, whitened
+    test: Tensor  # (n_test, d) float32, whitened with the train statistics
+    input_shape: tuple[int, int]  # (H, W): rows of a first-layer weight are H x W images
+    tile_map: Tensor | None  # (H, W) long for mosaics, else None
+    whitener: ZCA | None
+
+
+def _draw(cfg: DataConfig, images, n: int, g: torch.Generator) -> Tensor:
+    if cfg.kind == "mosaic":
+        return make_mosaics(images, cfg.grid, cfg.tile, n, g, remove_mean=cfg.remove_mean).x
+    p = sample_patches(images, cfg.patch, n, g)
+    return p - p.mean(dim=(1, 2), keepdim=True) if cfg.remove_mean != "none" else p
+
+
+def prepare(cfg: DataConfig, seed: int) -> Prepared:
+    """Build the data of a run (CPU, float32)."""
+    images = load_images(cfg.source, cfg.images)
+    need = cfg.tile if cfg.kind == "mosaic" else cfg.patch
+    if not any(im.shape[0] >= need[0] and im.shape[1] >= need[1] for im in images):
+        largest = max(images, key=lambda im: im.size).shape
+        raise ValueError(f"{cfg.kind} size {list(need)} is larger than every image (largest {largest[0]}x{largest[1]}); "
+                         f"allowed: at most the image size")
+    if cfg.whitening == "one_over_f":
+        images = [whiten_one_over_f(im, cfg.f0_fraction) for im in images]
+    g = torch.Generator().manual_seed(seed)
+    x = _draw(cfg, images, cfg.n_train + cfg.n_test, g)  # (n, H, W)
+    shape = tuple(x.shape[1:])
+    x = x.reshape(x.shape[0], -1)
+    if cfg.gaussian_clone:
+        d = x.shape[1]
+        if cfg.n_train <= d:
+            raise ValueError(f"data.gaussian_clone needs n_train > d={d}; got n_train={cfg.n_train}")
+        x = gaussian_clone(x[: cfg.n_train], cfg.n_train + cfg.n_test, g)
+    train, test = x[: cfg.n_train], x[cfg.n_train:]
+    whitener = None
+    if cfg.whitening == "zca":
+        whitener = ZCA(train.shape[1], cfg.zca_floor).fit(train)
+        train, test = whitener(train).float(), whitener(test).float()
+    elif cfg.whitening == "one_over_f":  # images already whitened: scale to unit pixel variance
+        s = train.std()
+        train, test = train / s, test / s
+    tile_map = None
+    if cfg.kind == "mosaic":
+        from structlearn.data.mosaics import make_tile_map
+
+        tile_map = make_tile_map(cfg.grid, cfg.tile)
+    return Prepared(train.contiguous(), test.contiguous(), shape, tile_map, whitener)

@@ -1,0 +1,80 @@
+"""InfoMax ICA (Bell and Sejnowski 1995) with the natural gradient (Amari 1996) on a dense layer.
+
+The layer's effective weight ``W: (k, d)`` is the unmixing matrix, ``u = x W^T``. On
+whitened data ``x: (n, d)`` each step is
+
+    G = I - E[phi(u) u^T],     W <- (W + eta' G W) * mask,     eta' = eta * min(1, max_step / (eta ||G||_F))
+
+with the score ``phi`` chosen by ``score`` (``logistic``, ``tanh`` or ``extended``; see
+:mod:`structlearn.functional.ica`; ``extended`` re-decides each unit's super/sub-Gaussian
+switch on every batch, Lee et al. 1999). ``max_step`` caps the relative size of one update
+so that ``I + eta G`` stays well conditioned early in training (the step is unchanged once
+``||G||`` is small). Complete (square, ``k == d``) is the classical case; ``k < d``
+(undercomplete, on data whitened to unit covariance) uses the same rule. Overcomplete
+layers are refused: use ``rica``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from structlearn.functional.ica import (
+    SCORES,
+    extended_signs,
+    infomax_negative_log_likelihood,
+    infomax_score,
+    natural_gradient_direction,
+)
+from structlearn.models.dense import DenseLayer
+from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
+
+
+@OBJECTIVES.register("infomax")
+class InfoMax(Objective):
+    name = "infomax"
+    uses_gradients = False
+
+    def __init__(
+        self,
+        layer: DenseLayer,
+        *,
+        lr: float = 0.01,
+        score: str = "logistic",
+        max_step: float = 0.2,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(layer)
+        check_range("lr", lr, 0, None, low_open=True)
+        check_choice("score", score, SCORES)
+        check_range("max_step", max_step, 0, None, low_open=True)
+        if layer.n_units > layer.n_in:
+            raise ValueError(f"infomax needs n_units <= n_in (complete or undercomplete unmixing); got "
+                             f"n_units={layer.n_units} > n_in={layer.n_in}; use objective 'rica' for overcomplete")
+        self.lr, self.score, self.max_step = float(lr), score, float(max_step)
+        w = layer.weight
+        self.register_buffer("signs", torch.ones(layer.n_units, device=w.device, dtype=w.dtype))
+        with torch.no_grad():
+            layer.apply_mask_()
+
+    def _signs(self, u: Tensor) -> Tensor | None:
+        return extended_signs(u) if self.score == "extended" else None
+
+    def loss(self, x: Tensor) -> Tensor:
+        """Negative log-likelihood ``-1/2 logdet(W W^T) - E log p(u)`` (up to a constant)."""
+        W = self.layer.effective_weight()
+        return infomax_negative_log_likelihood(x, W, self.score, self._signs(x @ W.T))
+
+    @torch.no_grad()
+    def train_step(self, x: Tensor) -> dict[str, Tensor]:
+        W = self.layer.effective_weight()  # (k, d)
+        u = x @ W.T  # (n, k)
+        signs = self._signs(u)
+        if signs is not None:
+            self.signs.copy_(signs)
+        G = natural_gradient_direction(u, infomax_score(u, self.score, signs))  # (k, k)
+        g_norm = torch.linalg.matrix_norm(G)
+        eta = self.lr * torch.clamp(self.max_step / (self.lr * g_norm).clamp_min(torch.finfo(x.dtype).tiny), max=1.0)
+        nll = infomax_negative_log_likelihood(x, W, self.score, signs)
+        self.layer.weight.copy_(W + eta * (G @ W))
+        self.layer.apply_mask_()
+        return {"loss": nll, "natural_gradient_norm": g_norm, "sub_gaussian_units": (self.signs < 0).sum().to(x.dtype)}

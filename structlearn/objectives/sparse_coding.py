@@ -1,0 +1,138 @@
+"""Sparse coding (Olshausen and Field 1996) on a dense layer.
+
+    min_{D, z}  1/(2n) sum_i ||x_i - z_i D||^2 + lam ||z_i||_1,   ||D_j|| = 1
+
+``D = layer.effective_weight()``: (k, d), row j is atom j (its receptive field).
+Inference: batched FISTA (:func:`structlearn.functional.sparse.fista`).
+Dictionary step with the codes fixed: online block-coordinate descent (Mairal, Bach,
+Ponce and Sapiro 2010, Algorithm 2) on running statistics with forgetting factor ``beta``:
+
+    A <- beta A + z^T z / n,   B <- beta B + z^T x / n          A: (k, k), B: (k, d)
+    for j in 1..k:  d_j <- mask_j * (d_j + (B_j - A_j D) / A_jj),  d_j <- d_j / ||d_j||
+
+Each atom's update is exact for the surrogate quadratic, so the step needs no learning
+rate. Atoms whose usage ``A_jj`` stays below ``dead_fraction`` of the median are re-seeded
+with a batch residual (standard in online dictionary learning), so no unit stays random.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from structlearn.functional.sparse import fista, lasso_objective, lipschitz, soft_threshold
+from structlearn.models.dense import DenseLayer
+from structlearn.objectives.base import OBJECTIVES, Objective, check_range
+
+
+@OBJECTIVES.register("sparse_coding")
+class SparseCoding(Objective):
+    name = "sparse_coding"
+    uses_gradients = False
+
+    def __init__(
+        self,
+        layer: DenseLayer,
+        *,
+        lam: float = 0.5,
+        n_iter: int = 50,
+        eval_iter: int = 200,
+        beta: float = 0.99,
+        dead_fraction: float = 0.02,
+        resample_every: int = 100,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(layer)
+        check_range("lam", lam, 0, None, low_open=True)
+        check_range("n_iter", n_iter, 1, None)
+        check_range("eval_iter", eval_iter, 1, None)
+        check_range("beta", beta, 0, 1, high_open=True)
+        check_range("dead_fraction", dead_fraction, 0, 1)
+        check_range("resample_every", resample_every, 0, None)
+        self.lam, self.n_iter, self.eval_iter = float(lam), int(n_iter), int(eval_iter)
+        self.beta, self.dead_fraction, self.resample_every = float(beta), float(dead_fraction), int(resample_every)
+        w = layer.weight
+        k, d = layer.n_units, layer.n_in
+        self.register_buffer("A", torch.zeros(k, k, device=w.device, dtype=w.dtype))
+        self.register_buffer("B", torch.zeros(k, d, device=w.device, dtype=w.dtype))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=w.device))
+        self._seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        with torch.no_grad():
+            layer.apply_mask_()
+            self._normalize_()
+
+    # penalty and its prox: group sparse coding overrides these two
+    def penalty(self, z: Tensor) -> Tensor:
+        """Per-sample ``||z||_1``: (n,)."""
+        return z.abs().sum(1)
+
+    def prox(self) -> Callable[[Tensor, Tensor], Tensor]:
+        return soft_threshold
+
+    def infer(self, x: Tensor, n_iter: int) -> Tensor:
+        D = self.layer.effective_weight().detach()
+        return fista(x, D, self.lam, n_iter, L=lipschitz(D) * 1.0001, prox=self.prox())
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.infer(x, self.eval_iter)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return z @ self.layer.effective_weight().detach()
+
+    def loss(self, x: Tensor) -> Tensor:
+        z = self.encode(x)
+        r = x - z @ self.layer.effective_weight().detach()
+        return (0.5 * (r * r).sum(1) + self.lam * self.penalty(z)).mean()
+
+    @torch.no_grad()
+    def _normalize_(self) -> None:
+        w = self.layer.weight
+        w.div_(w.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def train_step(self, x: Tensor) -> dict[str, Tensor]:
+        D = self.layer.effective_weight()
+        z = self.infer(x, self.n_iter)  # (n, k)
+        n = x.shape[0]
+        r = x - z @ D  # (n, d) residual
+        self.A.mul_(self.beta).add_(z.T @ z / n)
+        self.B.mul_(self.beta).add_(z.T @ x / n)
+        self.steps.add_(1)
+        self._bcd_()
+        if self.resample_every and int(self.steps) % self.resample_every == 0:
+            self._resample_dead_(r)
+        loss = 0.5 * (r * r).sum(1).mean() + self.lam * self.penalty(z).mean()
+        return {"loss": loss, "recon_rel_error": (r * r).sum() / (x * x).sum(),
+                "active_codes": (z != 0).float().sum(1).mean()}
+
+    @torch.no_grad()
+    def _bcd_(self) -> None:
+        """One pass of exact per-atom updates on the surrogate (Mairal et al. 2010)."""
+        W, M, A, B = self.layer.weight, self.layer.mask, self.A, self.B
+        W.mul_(M)
+        diag = A.diagonal()
+        tiny = 1e-10 * diag.max().clamp_min(1e-30)
+        for j in range(W.shape[0]):
+            if diag[j] <= tiny:
+                continue
+            u = W[j] + (B[j] - A[j] @ W) / diag[j]
+            u = u * M[j]
+            W[j] = u / u.norm().clamp_min(1e-12)
+
+    @torch.no_grad()
+    def _resample_dead_(self, residual: Tensor) -> None:
+        usage = self.A.diagonal()
+        dead = usage < self.dead_fraction * usage.median()
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        g = torch.Generator(device="cpu").manual_seed(self._seed + int(self.steps))
+        pick = torch.randint(residual.shape[0], (n_dead,), generator=g).to(residual.device)
+        W = self.layer.weight
+        W[dead] = residual[pick] * self.layer.mask[dead]  # residual rows, respecting the mask
+        W[dead] /= W[dead].norm(dim=1, keepdim=True).clamp_min(1e-12)
+        # forget the dead atoms' statistics so the next pass does not undo the re-seed
+        self.A[dead, :] = 0
+        self.A[:, dead] = 0
+        self.B[dead] = 0

@@ -1,0 +1,79 @@
+"""Locality metrics of receptive fields, per unit and summarised.
+
+``W: (n_units, H, W)`` receptive fields (pruned or not); ``tile_map: (H, W)`` long.
+
+- tile purity (Yuan et al. 2021): share of a unit's squared weight inside its dominant
+  tile, ``max_t sum_{p in t} w_p^2 / sum_p w_p^2``; chance for a uniform field is
+  ``1 / n_tiles``.
+- single-tile: the unit's surviving support (non-zero weights) lies inside one tile.
+- participation ratio ``PR = (sum w^2)^2 / sum w^4`` (1 = one weight, D = uniform;
+  Ingrosso and Goldt 2022).
+- density: share of non-zero weights.
+
+All-zero units (fully pruned) have no receptive field: they get purity NaN and are left out
+of the means, and the summary reports how many there were.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _check(W: Tensor, tile_map: Tensor | None = None) -> Tensor:
+    if W.ndim != 3:
+        raise ValueError(f"receptive fields must be (n_units, H, W); got shape {tuple(W.shape)}")
+    if W.shape[0] == 0:
+        raise ValueError("no units: receptive fields have n_units = 0")
+    if tile_map is not None and tuple(tile_map.shape) != tuple(W.shape[1:]):
+        raise ValueError(f"tile_map shape {tuple(tile_map.shape)} != receptive field shape {tuple(W.shape[1:])}")
+    return W.reshape(W.shape[0], -1)
+
+
+def tile_energy(W: Tensor, tile_map: Tensor) -> Tensor:
+    """Squared weight per tile: (n_units, n_tiles)."""
+    w2 = _check(W, tile_map) ** 2
+    idx = tile_map.reshape(-1).to(W.device)
+    out = torch.zeros(W.shape[0], int(idx.max()) + 1, device=W.device, dtype=W.dtype)
+    return out.index_add_(1, idx, w2)
+
+
+def tile_purity(W: Tensor, tile_map: Tensor) -> Tensor:
+    """Per-unit tile purity: (n_units,), NaN for all-zero units."""
+    e = tile_energy(W, tile_map)
+    tot = e.sum(1)
+    return torch.where(tot > 0, e.max(1).values / tot.clamp_min(torch.finfo(W.dtype).tiny), torch.nan)
+
+
+def single_tile(W: Tensor, tile_map: Tensor) -> Tensor:
+    """Per-unit bool: non-empty support inside exactly one tile: (n_units,)."""
+    support = _check(W, tile_map) != 0
+    idx = tile_map.reshape(-1).to(W.device)
+    counts = torch.zeros(W.shape[0], int(idx.max()) + 1, device=W.device)
+    counts.index_add_(1, idx, support.float())
+    return (counts > 0).sum(1) == 1
+
+
+def participation_ratio(W: Tensor) -> Tensor:
+    """``(sum w^2)^2 / sum w^4`` per unit: (n_units,), NaN for all-zero units."""
+    w2 = _check(W) ** 2
+    num, den = w2.sum(1) ** 2, (w2 * w2).sum(1)
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(W.dtype).tiny), torch.nan)
+
+
+def locality_summary(W: Tensor, tile_map: Tensor | None = None) -> dict[str, float]:
+    """Scalar summary: density, participation ratio, tile purity and single-tile share."""
+    flat = _check(W, tile_map)
+    alive = (flat != 0).any(1)
+    out = {
+        "density": float((flat != 0).float().mean()),
+        "n_units": int(W.shape[0]),
+        "empty_units": int((~alive).sum()),
+        "participation_ratio_mean": float(participation_ratio(W)[alive].mean()) if alive.any() else float("nan"),
+    }
+    if tile_map is not None:
+        pur = tile_purity(W, tile_map)
+        out["tile_purity_mean"] = float(pur[alive].mean()) if alive.any() else float("nan")
+        out["tile_purity_median"] = float(pur[alive].median()) if alive.any() else float("nan")
+        out["single_tile_fraction"] = float(single_tile(W, tile_map)[alive].float().mean()) if alive.any() else float("nan")
+        out["chance_purity"] = 1.0 / (int(tile_map.max()) + 1)
+    return out
