@@ -64,6 +64,7 @@ class PruneConfig:
     threshold: float | None = 0.1  # keep |w| >= threshold * max|w|, in [0, 1); or None
     density: float | None = None  # or: keep this share of weights, in (0, 1]
     finetune_steps: int = 200  # training steps after pruning, with the mask fixed
+    finetune_params: dict = field(default_factory=dict)  # objective hyperparameters for fine-tuning, e.g. {lam: 0.3}
 
     def validate(self) -> None:
         check_choice("prune.scope", self.scope, ("unit", "global"))
@@ -243,6 +244,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+FREE_FORM = ("params", "finetune_params")  # dict fields whose keys the objective validates
+
+
 def _merge(base: dict, user: dict, path: str) -> dict:
     out = dict(base)
     for k, v in user.items():
@@ -251,7 +255,7 @@ def _merge(base: dict, user: dict, path: str) -> dict:
         if k == "layers" and isinstance(v, list):
             default_layer = to_dict(LayerConfig())
             out[k] = [_merge(default_layer, lv, f"layers.{i}.") if isinstance(lv, dict) else lv for i, lv in enumerate(v)]
-        elif isinstance(v, dict) and isinstance(base[k], dict) and k != "params":
+        elif isinstance(v, dict) and isinstance(base[k], dict) and k not in FREE_FORM:
             out[k] = _merge(base[k], v, f"{path}{k}.")
         else:
             out[k] = v

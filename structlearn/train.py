@@ -231,6 +231,8 @@ class Trainer:
                      st: RunState, ck: dict | None) -> None:
         cfg = self.cfg
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "batches", li))
+        if lcfg.prune is not None and lcfg.prune.finetune_params:
+            obj.validate_params(**lcfg.prune.finetune_params)  # fail before training, not after
         if ck is not None:
             obj.load_state_dict({k: v.to(self.device) for k, v in ck["objective"].items()})
             obj.load_optimizer_state(ck["optimizer"] or {})
@@ -254,6 +256,8 @@ class Trainer:
                     self._save_filters(obj, li, "before_prune" if li == 0 else f"layer{li}_before_prune", self._global_step(li, s))
                     pr = lcfg.prune
                     PRUNERS.create(pr.method, scope=pr.scope, threshold=pr.threshold, density=pr.density)(obj.layer)
+                if lcfg.prune is not None and s >= lcfg.steps and lcfg.prune.finetune_params:
+                    obj.set_params(**lcfg.prune.finetune_params)  # idempotent; also right after a resume
                     self._log(self._global_step(li, s), {"layer": li, **{f"pruned/{k}": v for k, v in evaluate(obj, x_eval, tile_map, image_input).items()}})
                 idx = torch.randint(x_train.shape[0], (lcfg.batch_size,), generator=g)
                 out = obj.train_step(x_train[idx].to(self.device, self.dtype))

@@ -81,6 +81,25 @@ class Objective(nn.Module):
 
     # Subclasses define ``train_step(x)`` and ``loss(x)`` (see the module docstring).
 
+    def set_params(self, **params: Any) -> None:
+        """Change hyperparameters mid-run (e.g. a smaller ``lam`` for fine-tuning after
+        pruning). Only names the objective already has; subclasses validate ranges by
+        overriding :meth:`check_params`."""
+        self.validate_params(**params)
+        for k, v in params.items():
+            setattr(self, k, type(getattr(self, k))(v) if isinstance(getattr(self, k), (int, float)) else v)
+
+    def validate_params(self, **params: Any) -> None:
+        """Names must be existing plain hyperparameters; values in range (:meth:`check_params`)."""
+        for k in params:
+            v = getattr(self, k, None)
+            if k.startswith("_") or not isinstance(v, (int, float, str, bool)):
+                raise ValueError(f"objective {self.name!r} has no hyperparameter {k!r}")
+        self.check_params(**params)
+
+    def check_params(self, **params: Any) -> None:
+        """Raise ``ValueError`` for out-of-range hyperparameters (default: no checks)."""
+
     def optimizer_state(self) -> dict[str, Any]:
         """State outside ``state_dict`` that resume needs (an optimizer's); tensors and
         plain numbers only, so ``torch.load(weights_only=True)`` reads it back."""

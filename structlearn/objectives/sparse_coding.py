@@ -44,12 +44,8 @@ class SparseCoding(Objective):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(layer)
-        check_range("lam", lam, 0, None, low_open=True)
-        check_range("n_iter", n_iter, 1, None)
-        check_range("eval_iter", eval_iter, 1, None)
-        check_range("beta", beta, 0, 1, high_open=True)
-        check_range("dead_fraction", dead_fraction, 0, 1)
-        check_range("resample_every", resample_every, 0, None)
+        self.check_params(lam=lam, n_iter=n_iter, eval_iter=eval_iter, beta=beta,
+                          dead_fraction=dead_fraction, resample_every=resample_every)
         self.lam, self.n_iter, self.eval_iter = float(lam), int(n_iter), int(eval_iter)
         self.beta, self.dead_fraction, self.resample_every = float(beta), float(dead_fraction), int(resample_every)
         w = layer.weight
@@ -61,6 +57,14 @@ class SparseCoding(Objective):
         with torch.no_grad():
             layer.apply_mask_()
             self._normalize_()
+
+    def check_params(self, **p) -> None:
+        ranges = {"lam": (0, None, True), "n_iter": (1, None, False), "eval_iter": (1, None, False),
+                  "beta": (0, 1, False), "dead_fraction": (0, 1, False), "resample_every": (0, None, False)}
+        for k, v in p.items():
+            if k in ranges:
+                lo, hi, lo_open = ranges[k]
+                check_range(k, v, lo, hi, low_open=lo_open, high_open=(k == "beta"))
 
     # penalty and its prox: group sparse coding overrides these two
     def penalty(self, z: Tensor) -> Tensor:

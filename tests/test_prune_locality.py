@@ -1,0 +1,94 @@
+"""Pruning masks and locality metrics on planted receptive fields with known answers."""
+import pytest
+import torch
+
+from structlearn.data.mosaics import make_tile_map
+from structlearn.models.dense import DenseLayer
+from structlearn.prune.magnitude import PRUNERS, magnitude_mask
+from structlearn.structure.locality import locality_summary, participation_ratio, single_tile, tile_purity
+
+TM = make_tile_map((3, 3), (8, 8))
+
+
+def test_planted_purity_known_values():
+    g = torch.Generator().manual_seed(0)
+    inside = torch.zeros(24, 24)
+    inside[8:16, 0:8] = torch.randn(8, 8, generator=g)  # tile 3 only
+    uniform = torch.ones(24, 24)
+    half = torch.zeros(24, 24)
+    half[0, 0], half[0, 8] = 1.0, 1.0  # equal energy in tiles 0 and 1
+    W = torch.stack([inside, uniform, half])
+    torch.testing.assert_close(tile_purity(W, TM), torch.tensor([1.0, 1 / 9, 0.5]))
+    assert single_tile(W, TM).tolist() == [True, False, False]
+    s = locality_summary(W, TM)
+    assert s["chance_purity"] == pytest.approx(1 / 9)
+
+
+def test_purity_is_invariant_to_sign_and_scale():
+    W = torch.randn(5, 24, 24, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(tile_purity(-3.7 * W, TM), tile_purity(W, TM))
+
+
+def test_participation_ratio_extremes():
+    delta = torch.zeros(1, 10, 10)
+    delta[0, 3, 4] = 2.0
+    torch.testing.assert_close(participation_ratio(delta), torch.tensor([1.0]))
+    torch.testing.assert_close(participation_ratio(torch.ones(1, 10, 10)), torch.tensor([100.0]))
+
+
+def test_empty_units_excluded_not_crashing():
+    W = torch.zeros(3, 24, 24)
+    W[0, 0, 0] = 1
+    s = locality_summary(W, TM)
+    assert s["empty_units"] == 2 and s["tile_purity_mean"] == 1.0
+    with pytest.raises(ValueError, match="n_units = 0"):
+        locality_summary(torch.zeros(0, 24, 24), TM)
+    with pytest.raises(ValueError, match="tile_map shape"):
+        locality_summary(torch.zeros(2, 10, 10), TM)
+
+
+@pytest.mark.parametrize("scope", ["unit", "global"])
+@pytest.mark.parametrize("density", [0.05, 0.15, 0.5, 1.0])
+def test_target_density_met_exactly(scope, density):
+    w = torch.randn(64, 100, generator=torch.Generator().manual_seed(2))
+    m = magnitude_mask(w, scope=scope, density=density)
+    assert m.sum() == round(density * 100) * 64 if scope == "unit" else m.sum() == round(density * 6400)
+    if scope == "unit":  # keeps exactly each unit's largest weights
+        kept_min = torch.where(m, w.abs(), torch.inf).min(1).values
+        dropped_max = torch.where(~m, w.abs(), -torch.inf).max(1).values
+        assert torch.all(kept_min >= dropped_max)
+
+
+def test_relative_threshold_and_mask_never_grows():
+    w = torch.tensor([[1.0, 0.5, 0.05, -0.2], [0.1, -0.01, 0.0, 0.09]])
+    m = magnitude_mask(w, scope="unit", threshold=0.1)
+    assert m.tolist() == [[True, True, False, True], [True, False, False, True]]
+    prev = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    m2 = magnitude_mask(w, prev, scope="unit", threshold=0.1)
+    assert not torch.any(m2 & ~prev)
+
+
+@pytest.mark.parametrize("kw, msg", [({"density": 0.0}, "density"), ({"density": 1.5}, "density"),
+                                     ({"threshold": 1.0}, "threshold"), ({}, "exactly one"),
+                                     ({"scope": "row", "density": 0.1}, "scope")])
+def test_pruner_bad_input(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        PRUNERS.create("magnitude", **kw)
+
+
+def test_unknown_pruner_lists_known():
+    with pytest.raises(ValueError, match="magnitude"):
+        PRUNERS.create("nope")
+
+
+def test_pruner_sets_layer_mask_and_zeroes_weights():
+    layer = DenseLayer(50, 8, generator=torch.Generator().manual_seed(0))
+    PRUNERS.create("magnitude", density=0.2)(layer)
+    assert layer.density() == pytest.approx(0.2)
+    assert torch.all(layer.weight[~layer.mask] == 0)
+    # the forward pass ignores pruned weights even if the raw parameter is changed there
+    with torch.no_grad():
+        layer.weight[~layer.mask] = 123.0
+    x = torch.randn(3, 50)
+    torch.testing.assert_close(layer(x), x @ torch.where(layer.mask, layer.weight, 0.0).T)
+    assert float(layer(x).abs().max()) < 50

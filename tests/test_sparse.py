@@ -1,0 +1,104 @@
+"""FISTA and the sparse-coding objective against exact references."""
+import numpy as np
+import pytest
+import torch
+
+from structlearn.functional.sparse import fista, group_soft_threshold, lasso_objective, lipschitz, soft_threshold
+from structlearn.models.dense import DenseLayer
+from structlearn.objectives.sparse_coding import SparseCoding
+
+
+def _problem(n=6, k=24, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(k, d, generator=g, dtype=torch.float64)
+    D = D / D.norm(dim=1, keepdim=True)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return x, D
+
+
+@pytest.mark.parametrize("lam", [0.05, 0.3, 1.0])
+def test_fista_matches_sklearn_lasso(lam):
+    from sklearn.linear_model import Lasso
+
+    x, D = _problem()
+    z = fista(x, D, lam, n_iter=5000)
+    d = D.shape[1]
+    for i in range(x.shape[0]):
+        # sklearn: 1/(2 n_samples) ||y - X w||^2 + alpha ||w||_1 with y = x_i, X = D^T
+        ref = Lasso(alpha=lam / d, fit_intercept=False, tol=1e-12, max_iter=200000).fit(D.T.numpy(), x[i].numpy()).coef_
+        np.testing.assert_allclose(z[i].numpy(), ref, atol=1e-4)
+
+
+def test_fista_kkt_conditions():
+    x, D = _problem(n=20, k=40, d=30, seed=3)
+    lam = 0.2
+    z = fista(x, D, lam, n_iter=4000)
+    grad = (x - z @ D) @ D.T  # = lam * sign(z) on the support, |.| <= lam off it
+    on = z != 0
+    torch.testing.assert_close(grad[on], lam * torch.sign(z[on]), atol=1e-6, rtol=0)
+    assert float(grad[~on].abs().max()) <= lam + 1e-6
+
+
+def test_fista_monotone_objective_in_iterations():
+    x, D = _problem(n=50, k=64, d=32, seed=1)
+    vals = [float(lasso_objective(x, D, fista(x, D, 0.1, n_iter=t), 0.1).mean()) for t in (5, 20, 100, 1000)]
+    assert vals[0] > vals[1] > vals[2] >= vals[3] - 1e-12
+
+
+def test_lipschitz_exact_and_power():
+    _, D = _problem(k=30, d=20)
+    s = torch.linalg.svdvals(D)[0] ** 2
+    torch.testing.assert_close(lipschitz(D), s)
+    torch.testing.assert_close(lipschitz(D, n_iter=500), s, rtol=1e-6, atol=0)
+
+
+def test_prox_operators():
+    v = torch.tensor([[-3.0, -0.5, 0.0, 0.4, 2.0]])
+    torch.testing.assert_close(soft_threshold(v, 1.0), torch.tensor([[-2.0, 0.0, 0.0, 0.0, 1.0]]))
+    groups = torch.tensor([0, 0, 1, 1, 1])
+    out = group_soft_threshold(torch.tensor([[3.0, 4.0, 0.1, 0.1, 0.1]]), 1.0, groups)
+    torch.testing.assert_close(out[0, :2], torch.tensor([3.0, 4.0]) * (1 - 1 / 5))  # ||(3,4)|| = 5
+    assert torch.all(out[0, 2:] == 0)  # group norm 0.17 < 1: whole group zero
+
+
+def test_fista_rejects_bad_shapes():
+    x, D = _problem()
+    with pytest.raises(ValueError, match="fista needs"):
+        fista(x[:, :3], D, 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        fista(x, D, -1.0)
+
+
+def test_sparse_coding_recovers_planted_dictionary():
+    """Data from a sparse planted dictionary: learned atoms match it (up to sign/order)."""
+    g = torch.Generator().manual_seed(0)
+    k, d, n = 24, 32, 6000
+    true = torch.randn(k, d, generator=g)
+    true = true / true.norm(dim=1, keepdim=True)
+    codes = torch.randn(n, k, generator=g) * (torch.rand(n, k, generator=g) < 0.1)
+    x = codes @ true + 0.01 * torch.randn(n, d, generator=g)
+    layer = DenseLayer(d, k, generator=g)
+    obj = SparseCoding(layer, lam=0.5, n_iter=100, generator=g)
+    for _ in range(500):
+        obj.train_step(x[torch.randint(n, (256,), generator=g)])
+    sim = (layer.weight.detach() @ true.T).abs()  # (k, k) |cosines|
+    assert float(sim.max(0).values.min()) > 0.99  # every true atom found
+    torch.testing.assert_close(layer.weight.norm(dim=1), torch.ones(k), atol=1e-5, rtol=0)
+
+
+def test_masked_weights_stay_zero_through_training():
+    g = torch.Generator().manual_seed(0)
+    layer = DenseLayer(20, 30, generator=g)
+    mask = torch.rand(30, 20, generator=g) < 0.4
+    layer.set_mask_(mask)
+    obj = SparseCoding(layer, lam=0.1, n_iter=20, resample_every=2, dead_fraction=0.9, generator=g)
+    for _ in range(10):
+        obj.train_step(torch.randn(64, 20, generator=g))
+    assert torch.all(layer.weight[~mask] == 0)
+    assert torch.all(layer.weight[mask] != 0).item() or (layer.weight[mask] != 0).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("key, value", [("lam", 0.0), ("lam", -1), ("n_iter", 0), ("beta", 1.0)])
+def test_sparse_coding_rejects_out_of_range(key, value):
+    with pytest.raises(ValueError, match=key):
+        SparseCoding(DenseLayer(4, 4), **{key: value})
