@@ -7,7 +7,7 @@ the input image) is read as a distribution of energy ``p(y, x) = w(y, x)^2 / sum
 - spatial spread     ``s = sqrt(sum_{y,x} p(y, x) ((y - c_y)^2 + (x - c_x)^2))``
 - window energy      ``max over k x k windows of sum_{window} w^2 / sum w^2``   (in [k^2/(HW), 1])
 - participation ratio ``PR = (sum w^2)^2 / sum w^4``  (1 for one weight, H W for a uniform field;
-  Ingrosso and Goldt, PNAS 2022)
+  Ingrosso and Goldt, PNAS 2022; :func:`structlearn.structure.locality.participation_ratio`)
 - excess kurtosis    ``m4 / m2^2 - 3`` of the ``H W`` weights of the unit, centred on their mean
   (biased moments, as ``scipy.stats.kurtosis(..., fisher=True, bias=True)``).
 
@@ -18,11 +18,11 @@ as 0. Everything is batched over units and stays on the input's device and dtype
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from structlearn.structure.locality import participation_ratio
 
 __all__ = ["check_filters", "receptive_field_stats", "receptive_field_summary", "window_energy"]
 
@@ -112,7 +112,7 @@ def receptive_field_stats(filters: Tensor, k: int = 5) -> dict[str, Tensor]:
 
     frac, top_left = window_energy(filters, k)
 
-    pr = e_sum.square() / torch.where(empty, torch.ones_like(e_sum), e.square().sum(1))  # (n,)
+    pr = participation_ratio(u.reshape(n, h, w))  # (n,), NaN for empty units; scale-free, so on u
     pr = torch.where(empty, torch.zeros_like(pr), pr)
 
     d = u - u.mean(1, keepdim=True)  # (n, HW)
