@@ -182,12 +182,26 @@ class Trainer:
             lg.log_images(step, {f"filters_{tag}": img})
 
     # ---------------------------------------------------------------- main loop
+    def prepare(self) -> Prepared:
+        """Build the data and check every layer's objective and hyperparameters, before any
+        file is written: bad input fails here and leaves nothing half-written."""
+        if self.data is None:
+            self.data = prepare(self.cfg.data, derive_seed(self.cfg.seed, "data"))
+            n_in, shape = self.data.train.shape[1], self.data.input_shape
+            for li, lcfg in enumerate(self.cfg.layers):
+                obj = build_objective(lcfg, n_in, shape, self.cfg.seed, li, torch.device("cpu"), self.dtype)
+                if lcfg.prune is not None and lcfg.prune.finetune_params:
+                    obj.validate_params(**lcfg.prune.finetune_params)
+                n_in = lcfg.n_units // (lcfg.pool_group if lcfg.nonlinearity == "pool_energy" else 1)
+                shape = (n_in,)
+        return self.data
+
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         t0 = time.time()
-        self.data = data = prepare(cfg.data, derive_seed(cfg.seed, "data"))
+        data = self.prepare()
         ck = self._load()
         st = RunState()
         if ck is not None:
@@ -231,8 +245,6 @@ class Trainer:
                      st: RunState, ck: dict | None) -> None:
         cfg = self.cfg
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "batches", li))
-        if lcfg.prune is not None and lcfg.prune.finetune_params:
-            obj.validate_params(**lcfg.prune.finetune_params)  # fail before training, not after
         if ck is not None:
             obj.load_state_dict({k: v.to(self.device) for k, v in ck["objective"].items()})
             obj.load_optimizer_state(ck["optimizer"] or {})

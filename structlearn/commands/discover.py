@@ -46,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, wandb=args.wandb)
+    trainer = Trainer(cfg, None, progress=not args.no_progress)
+    trainer.prepare()  # bad data or hyperparameters fail here, before any file is written
     if not args.resume:
         run_dir = new_run_dir(args.out, cfg.name)
         write_config(run_dir, cfg)
+    trainer.run_dir = run_dir
     loggers = [JsonlLogger(run_dir / "metrics.jsonl")]
     if cfg.wandb != "disabled":
         id_file = run_dir / "wandb_id.txt"
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}", file=sys.stderr)
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        summary = Trainer(cfg, run_dir, loggers, progress=not args.no_progress).run()
+        trainer.loggers = loggers
+        summary = trainer.run()
     except KeyboardInterrupt:
         print(f"interrupted; checkpoint saved. Resume with: structlearn discover --resume {run_dir}", file=sys.stderr)
         return 130

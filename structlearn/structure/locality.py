@@ -26,7 +26,7 @@ def _check(W: Tensor, tile_map: Tensor | None = None) -> Tensor:
         raise ValueError("no units: receptive fields have n_units = 0")
     if tile_map is not None and tuple(tile_map.shape) != tuple(W.shape[1:]):
         raise ValueError(f"tile_map shape {tuple(tile_map.shape)} != receptive field shape {tuple(W.shape[1:])}")
-    return W.reshape(W.shape[0], -1)
+    return W.detach().reshape(W.shape[0], -1)
 
 
 def tile_energy(W: Tensor, tile_map: Tensor) -> Tensor:

@@ -1,0 +1,30 @@
+# Every target bootstraps .venv itself. torch is pinned to 2.13.0: on the project's
+# machines that installs the local CPU build; an unpinned torch would pull CUDA wheels.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the main job: discovery on the bundled images (experiments/mosaic_sparse.yaml)
+	$(BIN)/structlearn discover $(ARGS)
+
+test: $(STAMP)  ## the default test suite (slow scientific runs excluded)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-slow: $(STAMP)  ## the long scientific runs only
+	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+bench: $(STAMP)  ## side-by-side benchmarks (experiments/benchmarks)
+	$(BIN)/structlearn bench --json bench.json $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

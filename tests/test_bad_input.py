@@ -1,0 +1,66 @@
+"""Bad input: each gets a ValueError that names the problem and the allowed values."""
+import numpy as np
+import pytest
+
+from structlearn.cli import main
+from structlearn.config import load_config
+from structlearn.train import Trainer
+
+SMALL = ["data.n_train=600", "data.n_test=50", "layers.0.n_units=8", "layers.0.steps=2",
+         "layers.0.prune.finetune_steps=0", "wandb=disabled"]
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("nope=1", "unknown config key.*nope.*allowed: name, seed"),
+    ("data.colour=1", "unknown config key.*colour.*in data; allowed: source"),
+    ("layers.0.objective=magic", "unknown objective 'magic'; available: .*sparse_coding"),
+    ("layers.0.params.lam=0", "lam=0 out of range; allowed: \\(0, inf\\]"),
+    ("layers.0.params.lam=-1", "lam=-1 out of range"),
+    ("layers.0.params.nonsense=3", "nonsense"),
+    ("layers.0.prune.threshold=null", None),  # valid on its own only with a density
+    ("layers.0.prune.density=1.5", "exactly one|density"),
+    ("data.grid=[1, 1]", "one tile"),
+    ("data.tile=[600, 8]", "larger than every image"),
+    ("data.whitening=pca", "allowed: zca, one_over_f, none"),
+    ("wandb=maybe", "allowed: offline, online, disabled"),
+    ("device=tpu", "allowed: auto, cpu, cuda"),
+    ("layers.0.prune.finetune_params={lam: -2}", "lam=-2"),
+    ("layers.0.n_units=0", "n_units"),
+    ("data.n_train=abc", "integer"),
+])
+def test_bad_config_values(override, msg):
+    if msg is None:  # threshold=None and density=None: neither given
+        with pytest.raises(ValueError, match="exactly one"):
+            load_config(None, SMALL + [override])
+        return
+    with pytest.raises(ValueError, match=msg):
+        Trainer(load_config(None, SMALL + [override])).run()
+
+
+def test_bad_yaml_files(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("layers: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(p)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(p)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_folder_source_errors_through_the_pipeline(tmp_path):
+    from skimage.io import imsave
+
+    with pytest.raises(ValueError, match="holds no images"):
+        Trainer(load_config(None, SMALL + [f"data.source={tmp_path}"])).run()
+    imsave(tmp_path / "flat.png", np.full((40, 40), 128, np.uint8), check_contrast=False)
+    with pytest.raises(ValueError, match="flat.png: constant image"):
+        Trainer(load_config(None, SMALL + [f"data.source={tmp_path}"])).run()
+
+
+def test_cli_reports_errors_without_traceback(capsys, tmp_path):
+    rc = main(["discover", "--set", "layers.0.params.lam=-1", "--set", "wandb=disabled", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "lam=-1 out of range" in err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written: no run folder at all
