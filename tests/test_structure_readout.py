@@ -244,6 +244,16 @@ def test_gabor_r2_agrees_with_the_rendered_fit_and_noise_floor():
     assert angle_diff(fit.theta, true.theta, math.pi).abs().max() < math.radians(5)
 
 
+@pytest.mark.slow
+def test_gabor_recovery_on_256_units_of_16x16():
+    true = gabor_params(256, seed=11)
+    fit = fit_gabor(gabor_render(true, (16, 16)).float())
+    assert fit.r2.min() > 0.99
+    assert torch.sqrt((fit.x0.double() - true.x0) ** 2 + (fit.y0.double() - true.y0) ** 2).max() < 0.5
+    assert angle_diff(fit.theta.double(), true.theta, math.pi).abs().max() < math.radians(3)
+    assert ((fit.frequency.double() / true.frequency) - 1).abs().max() < 0.10
+
+
 def test_gabor_empty_units_flagged_and_bad_options_raise():
     f = gabor_render(gabor_params(2, seed=5), (12, 12)).float()
     f = torch.cat([f, torch.zeros(1, 12, 12)])

@@ -418,7 +418,7 @@ def conv_unit_responses(readout: ConvReadout, x: Tensor) -> Tensor:
     """Conv-stage responses of the covered units (in unit order): ``(n_samples, n_covered)``,
     ``sign_i scale_i Conv2d(x)[c_i, o_y_i, o_x_i]`` for inputs ``x: (n_samples, H, W)``."""
     _check_inputs(x, readout)
-    x = x.to(readout.kernels.dtype)
+    x = x.to(device=readout.kernels.device, dtype=readout.kernels.dtype)
     out = F.conv2d(x[:, None], readout.kernels[:, None], stride=readout.stride, padding=readout.padding)  # (m, C, Ho, Wo)
     cov = readout.covered
     gain = (readout.sign * readout.scale)[cov]  # (n_cov,)
@@ -437,7 +437,7 @@ def equivalence_error(filters: Tensor, readout: ConvReadout, x: Tensor) -> Tenso
     if not bool(readout.covered.any()):
         raise ValueError("no unit is covered by a channel; the equivalence error is undefined")
     conv = conv_unit_responses(readout, x)  # (m, n_cov)
-    dense = x.to(filters.dtype).flatten(1) @ filters[readout.covered].flatten(1).T  # (m, n_cov)
+    dense = x.to(device=filters.device, dtype=filters.dtype).flatten(1) @ filters[readout.covered].flatten(1).T  # (m, n_cov)
     den = dense.norm()
     if float(den) == 0:
         raise ValueError("dense(x) is zero at every covered unit; the equivalence error is undefined")

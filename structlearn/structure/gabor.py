@@ -16,7 +16,8 @@ in ``(a, b)`` with ``g = env (a cos(2 pi f x') + b sin(2 pi f x'))``; ``(a, b)``
 squares per unit, so amplitude and phase never need a start. The six non-linear parameters of
 every unit and every start are optimised together by Adam on ``SSE / ||w||^2`` (all units and
 starts in one batch); starts come from the centre of mass (position), the FFT peak (orientation,
-frequency) and the spatial spread (width), and the best start per unit is kept.
+frequency) and the spatial spread (width). After a fifth of the steps each unit keeps its best
+start, and only that one is polished.
 """
 from __future__ import annotations
 
@@ -139,8 +140,9 @@ def fit_gabor(
 
     Args:
         filters: ``(n_units, H, W)`` float, any device; all-zero units are flagged, not fitted.
-        steps: Adam steps (``>= 0``), cosine-decayed learning rate from ``lr``.
-        n_starts: starting points per unit (1..8); the best final SSE wins.
+        steps: Adam steps (``>= 0``): the first ``steps // 5`` run every start at rate ``lr``, the
+            rest polish each unit's best start with a cosine-decayed rate.
+        n_starts: starting points per unit (1..8).
         lr: Adam learning rate on the normalised parameters (``> 0``).
 
     Returns:
@@ -162,32 +164,45 @@ def fit_gabor(
     target = flat / torch.where(empty, torch.ones_like(norm2), norm2.sqrt())[:, None]  # unit-norm rows
     starts = _init_starts(data, n_starts, scale)  # (S, n, 6)
     tgt = target.repeat(n_starts, 1)  # (S*n, P)
-    params = starts.reshape(-1, 6).clone().requires_grad_(True)  # (S*n, 6)
     lo = torch.tensor([-2.0, -2.0, -1e9, math.log(0.2 / max(h, w) * scale), math.log(0.3 / scale), math.log(0.3 / scale)],
                       device=data.device, dtype=data.dtype)
     hi = torch.tensor([2.0, 2.0, 1e9, math.log(0.5 * scale), math.log(2.0 * max(h, w) / scale),
                        math.log(2.0 * max(h, w) / scale)], device=data.device, dtype=data.dtype)
+    scout = steps // 5 if n_starts > 1 else 0  # all starts for a fifth of the steps, then the best only
+    p = _adam(starts.reshape(-1, 6), tgt, u, v, scout, lr, lo, hi, decay=False)  # (S*n, 6)
+    with torch.no_grad():
+        sse = _project(tgt, *_basis(p, u, v))[2].reshape(n_starts, n)
+        pick = sse.argmin(0) * n + torch.arange(n, device=data.device)  # (n,)
+    p0 = p[pick]
+    p1 = _adam(p0, target, u, v, steps - scout, lr, lo, hi, decay=True)
+    with torch.no_grad():
+        a0, b0, sse0 = _project(target, *_basis(p0, u, v))
+        a, b, sse = _project(target, *_basis(p1, u, v))
+        better = sse <= sse0  # keep the scout's point should the polish not improve it
+        p = torch.where(better[:, None], p1, p0)
+        a, b, sse = torch.where(better, a, a0), torch.where(better, b, b0), torch.where(better, sse, sse0)
+        return _finalise(p, a, b, sse, target, norm2, empty, scale, h, w)
+
+
+def _adam(start: Tensor, target: Tensor, u: Tensor, v: Tensor, steps: int, lr: float,
+          lo: Tensor, hi: Tensor, decay: bool) -> Tensor:
+    """``steps`` Adam steps on ``sum_b SSE_b`` (projected amplitudes) from ``start (B, 6)``, box
+    ``[lo, hi]``; cosine-decayed learning rate when ``decay``. Returns detached ``(B, 6)``."""
+    params = start.detach().clone().requires_grad_(True)
+    if steps == 0:
+        return params.detach()
     with torch.enable_grad():
         opt = torch.optim.Adam([params], lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.01)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * (0.01 if decay else 1.0))
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            bc, bs = _basis(params, u, v)
-            _, _, sse = _project(tgt, bc, bs)
+            sse = _project(target, *_basis(params, u, v))[2]  # (B,)
             sse.sum().backward()
             opt.step()
             sched.step()
             with torch.no_grad():
                 params.copy_(torch.maximum(torch.minimum(params, hi), lo))
-    with torch.no_grad():
-        p = params.detach()
-        bc, bs = _basis(p, u, v)
-        a, b, sse = _project(tgt, bc, bs)
-        sse = sse.reshape(n_starts, n)
-        best = sse.argmin(0)  # (n,)
-        pick = best * n + torch.arange(n, device=data.device)
-        p, a, b, sse = p[pick], a[pick], b[pick], sse.gather(0, best[None])[0]
-        return _finalise(p, a, b, sse, target, norm2, empty, scale, h, w)
+    return params.detach()
 
 
 def _finalise(p: Tensor, a: Tensor, b: Tensor, sse: Tensor, target: Tensor, norm2: Tensor,
