@@ -119,12 +119,17 @@ class Trainer:
     """Runs a :class:`RunConfig`; writes into ``run_dir`` when given (else memory only)."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, loggers: list[Logger] | None = None,
-                 progress: bool = False, on_step: Callable[[int], None] | None = None) -> None:
+                 progress: bool = False, on_step: Callable[[int], None] | None = None,
+                 on_layer: Callable[[int, Objective, Tensor], None] | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.loggers = list(loggers or [])
         self.progress = progress
         self.on_step = on_step  # test hook: called with the global step after each update
+        # called after layer li is trained as on_layer(li, objective, codes) with the layer's
+        # held-out codes after its nonlinearity, (n_test, n_out) on CPU (e.g. to measure the
+        # entropy gain per layer; raising optuna.TrialPruned there stops the stack)
+        self.on_layer = on_layer
         self.device = resolve_device(cfg.device)
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.objectives: list[Objective] = []
@@ -221,9 +226,13 @@ class Trainer:
                 self._train_layer(li, lcfg, obj, x_train, x_test.to(self.device, self.dtype), st,
                                   ck if (ck is not None and ck["layer"] == li and ck["objective"] is not None) else None)
             self.objectives.append(obj)
-            if li + 1 < len(cfg.layers):  # next layer's inputs: codes -> nonlinearity -> unit scale
-                x_train = apply_nonlinearity(encode_all(obj, x_train.to(self.dtype), self.device), lcfg)
+            last = li + 1 == len(cfg.layers)
+            if not last or self.on_layer is not None:  # codes -> nonlinearity
                 x_test = apply_nonlinearity(encode_all(obj, x_test.to(self.dtype), self.device), lcfg)
+                if self.on_layer is not None:
+                    self.on_layer(li, obj, x_test)
+            if not last:  # next layer's inputs, scaled to unit mean variance
+                x_train = apply_nonlinearity(encode_all(obj, x_train.to(self.dtype), self.device), lcfg)
                 mu, sd = x_train.mean(0), x_train.var(0).mean().sqrt().clamp_min(1e-12)
                 x_train, x_test = ((x_train - mu) / sd).float(), ((x_test - mu) / sd).float()
                 shape = (x_train.shape[1],)
