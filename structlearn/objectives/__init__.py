@@ -1,3 +1,13 @@
-"""Objectives register themselves in :data:`OBJECTIVES` on import."""
-from structlearn.objectives import sparse_coding  # noqa: F401
-from structlearn.objectives.base import OBJECTIVES, Objective  # noqa: F401
+"""Unsupervised objectives; importing this package registers every built-in one in
+:data:`OBJECTIVES` (``OBJECTIVES.available()`` lists them)."""
+from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
+from structlearn.objectives import (  # noqa: F401  (imported to register)
+    beta_lasso,
+    group_sparse,
+    infomax,
+    mcr2,
+    rica,
+    sparse_coding,
+)
+
+__all__ = ["OBJECTIVES", "Objective", "check_choice", "check_range"]

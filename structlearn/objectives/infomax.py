@@ -44,9 +44,7 @@ class InfoMax(Objective):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(layer)
-        check_range("lr", lr, 0, None, low_open=True)
-        check_choice("score", score, SCORES)
-        check_range("max_step", max_step, 0, None, low_open=True)
+        self.check_params(lr=lr, score=score, max_step=max_step)
         if layer.n_units > layer.n_in:
             raise ValueError(f"infomax needs n_units <= n_in (complete or undercomplete unmixing); got "
                              f"n_units={layer.n_units} > n_in={layer.n_in}; use objective 'rica' for overcomplete")
@@ -55,6 +53,17 @@ class InfoMax(Objective):
         self.register_buffer("signs", torch.ones(layer.n_units, device=w.device, dtype=w.dtype))
         with torch.no_grad():
             layer.apply_mask_()
+
+    def check_params(self, **p) -> None:
+        for k, v in p.items():
+            if k == "score":
+                check_choice("score", v, SCORES)
+            elif k in ("lr", "max_step"):
+                check_range(k, v, 0, None, low_open=True)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Least-squares mixing ``x_hat = z pinv(W)^T`` (exactly ``W^{-1}`` when square and unpruned)."""
+        return z @ torch.linalg.pinv(self.layer.effective_weight().detach()).T
 
     def _signs(self, u: Tensor) -> Tensor | None:
         return extended_signs(u) if self.score == "extended" else None

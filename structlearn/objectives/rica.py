@@ -30,6 +30,20 @@ def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, lbfgs
     return torch.optim.LBFGS(params, lr=lr, max_iter=lbfgs_iter, line_search_fn="strong_wolfe")
 
 
+def optimizer_setting(key: str, cast: Callable[[object], object]) -> property:
+    """A plain hyperparameter stored in ``self.optimizer.param_groups[*][key]``, so
+    :meth:`Objective.set_params` (e.g. a smaller ``lr`` for fine-tuning) changes the optimizer."""
+
+    def get(self: Objective) -> object:
+        return cast(self.optimizer.param_groups[0][key])
+
+    def set_(self: Objective, value: object) -> None:
+        for group in self.optimizer.param_groups:
+            group[key] = cast(value)
+
+    return property(get, set_, doc=f"optimizer setting {key!r}")
+
+
 def masked_step(objective: Objective, terms_fn: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
     """One step of ``objective.optimizer`` on ``terms_fn()["loss"]`` with masked gradients
     (Adam, or L-BFGS re-evaluating the closure); returns the terms before the step,
@@ -72,21 +86,30 @@ class RICA(Objective):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(layer)
-        check_range("lam", lam, 0, None)
-        check_range("lr", lr, 0, None, low_open=True)
+        self.check_params(lam=lam, lr=lr, lbfgs_iter=lbfgs_iter)
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
-        check_range("lbfgs_iter", lbfgs_iter, 1, None)
         self.lam = float(lam)
         self.optimizer = make_optimizer([layer.weight], optimizer, float(lr), int(lbfgs_iter))
         with torch.no_grad():
             layer.apply_mask_()
 
+    def check_params(self, **p) -> None:
+        for k, v in p.items():
+            if k == "lam":
+                check_range(k, v, 0, None)
+            elif k == "lr":
+                check_range(k, v, 0, None, low_open=True)
+            elif k == "lbfgs_iter":
+                check_range(k, v, 1, None)
+
+    lr = optimizer_setting("lr", float)
+
     def loss(self, x: Tensor) -> Tensor:
         return rica_terms(x, self.layer.effective_weight(), self.lam)["loss"]
 
-    def reconstruct(self, x: Tensor) -> Tensor:
-        W = self.layer.effective_weight()
-        return (x @ W.T) @ W
+    def decode(self, z: Tensor) -> Tensor:
+        """``x_hat = z W``, the RICA reconstruction ``W^T W x`` for ``z = W x``."""
+        return z @ self.layer.effective_weight()
 
     def train_step(self, x: Tensor) -> dict[str, Tensor]:
         t = masked_step(self, lambda: rica_terms(x, self.layer.effective_weight(), self.lam))

@@ -1,0 +1,153 @@
+"""MCR^2: a dense encoder trained to maximise the rate reduction (Yu, Chan, You, Song, Ma 2020).
+
+Encoder ``z = normalize(x W^T)`` (unit-norm rows, ``W = layer.effective_weight(): (k, d)``).
+Loss, minimised with ``self.optimizer`` (Adam) over the layer's weight, in the reference
+code's parametrisation:
+
+    loss = -gam2 * R(Z, eps^2 / gam1) + R_c(Z, eps^2 | Pi) + sparsity * mean_i ||z_i||_1
+
+``gam1`` scales ``d/(m eps^2)`` inside R (so ``R(Z, eps^2/gam1)``), ``gam2`` weighs R
+against R_c; ``gam1 = gam2 = 1`` and ``sparsity = 0`` is plain ``-Delta R``. The reported
+``R``, ``Rc`` and ``delta_R`` are always the unweighted terms at ``eps2``. ``eps2`` is eps^2
+(the reference code's ``eps``); 0.5 is the reference value. The reference self-supervised
+command used ``gam1 = 20`` (ryanchankh/mcr2 README, ``train_unsup.py --gam1 20 --eps 0.5``).
+``sparsity > 0`` is the sparse rate reduction variant ``Delta R - lambda ||Z||_1``
+(registered as ``mcr2_sparse``; Yu et al. 2023, "White-box transformers via sparse rate
+reduction", use the same trade-off with an L0/L1 term).
+
+The partition ``Pi``:
+
+- ``partition='augment'`` (default, no labels): each sample of the batch ``x: (n, d)`` is a
+  source; :func:`structlearn.data.augment.augment_groups` makes ``n_aug`` copies of it
+  (the source itself, small shifts, mirror flips, contrast gains, optional noise) on the
+  image grid ``layer.input_shape`` (which must end in ``(h, w)``), so the loss sees
+  ``n * n_aug`` samples in ``n`` groups. Augmentations are drawn from a generator seeded by
+  ``(seed, step)``, so runs are reproducible and resumable.
+- ``partition='labels'``: the caller passes integer class labels with the batch,
+  ``train_step(x, labels=y)`` and ``loss(x, labels=y)`` with ``y: (n,)`` in
+  ``0..n_classes-1``; no augmentation. Use it from your own loop over labelled data
+  (:mod:`structlearn.data` labelled sets give ``(x, y)`` pairs).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from structlearn.data.augment import augment_groups
+from structlearn.functional.rate import coding_rate, partition_coding_rate
+from structlearn.models.dense import DenseLayer
+from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
+from structlearn.objectives.rica import masked_step, optimizer_setting
+
+PARTITIONS = ("augment", "labels")
+
+
+@OBJECTIVES.register("mcr2")
+class MCR2(Objective):
+    name = "mcr2"
+    uses_gradients = True
+
+    def __init__(
+        self,
+        layer: DenseLayer,
+        *,
+        eps2: float = 0.5,
+        gam1: float = 1.0,
+        gam2: float = 1.0,
+        sparsity: float = 0.0,
+        partition: str = "augment",
+        n_aug: int = 4,
+        max_shift: int = 1,
+        flip: bool = True,
+        contrast: float = 0.2,
+        noise: float = 0.0,
+        lr: float = 1e-3,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(layer)
+        self.check_params(eps2=eps2, gam1=gam1, gam2=gam2, sparsity=sparsity, partition=partition, n_aug=n_aug,
+                          max_shift=max_shift, flip=flip, contrast=contrast, noise=noise, lr=lr)
+        self.eps2, self.gam1, self.gam2, self.sparsity = float(eps2), float(gam1), float(gam2), float(sparsity)
+        self.partition, self.n_aug = partition, int(n_aug)
+        self.max_shift, self.flip, self.contrast, self.noise = int(max_shift), bool(flip), float(contrast), float(noise)
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        dev = layer.weight.device
+        self.register_buffer("seed", torch.tensor(seed, dtype=torch.long, device=dev))  # saved, so resume repeats it
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=dev))
+        self.optimizer = torch.optim.Adam([layer.weight], lr=float(lr))
+        with torch.no_grad():
+            layer.apply_mask_()
+
+    lr = optimizer_setting("lr", float)
+
+    def check_params(self, **p) -> None:
+        positive = ("eps2", "gam1", "gam2", "lr")
+        for k, v in p.items():
+            if k in positive:
+                check_range(k, v, 0, None, low_open=True)
+            elif k in ("sparsity", "noise", "max_shift"):
+                check_range(k, v, 0, None)
+            elif k == "n_aug":
+                check_range(k, v, 2, None)
+            elif k == "contrast":
+                check_range(k, v, 0, 1, high_open=True)
+            elif k == "flip":
+                check_choice(k, v, (True, False))
+            elif k == "partition":
+                check_choice(k, v, PARTITIONS)
+        partition = p.get("partition", getattr(self, "partition", None))
+        max_shift = int(p.get("max_shift", getattr(self, "max_shift", 0)))
+        shape = self.layer.input_shape
+        if partition == "augment" and (len(shape) < 2 or max_shift >= min(shape[-2:])):
+            raise ValueError(f"partition='augment' needs layer.input_shape ending in (h, w) with "
+                             f"max_shift < min(h, w); got input_shape={shape}, max_shift={max_shift}; "
+                             f"allowed: an image-shaped layer, or partition='labels'")
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``normalize(x W^T)``: (n, k), unit-norm rows."""
+        return torch.nn.functional.normalize(self.layer(x), dim=1)
+
+    def _batch(self, x: Tensor, labels: Tensor | None, seed: int) -> tuple[Tensor, Tensor, int]:
+        """(samples, integer partition, number of classes) for one loss evaluation."""
+        if self.partition == "labels":
+            if labels is None:
+                raise ValueError("partition='labels' needs labels: call train_step(x, labels=y) with y (n,) integer")
+            if labels.shape != (x.shape[0],):
+                raise ValueError(f"labels must have shape ({x.shape[0]},); got {tuple(labels.shape)}")
+            return x, labels.to(x.device), int(labels.max()) + 1
+        if labels is not None:
+            raise ValueError("labels were given but partition='augment'; allowed: partition='labels' to use them")
+        g = torch.Generator().manual_seed(seed)
+        xa, groups = augment_groups(x, self.layer.input_shape, self.n_aug, g, max_shift=self.max_shift,
+                                    flip=self.flip, contrast=self.contrast, noise=self.noise)
+        return xa, groups, x.shape[0]
+
+    def _terms(self, x: Tensor, groups: Tensor, k: int) -> dict[str, Tensor]:
+        z = self.encode(x)  # (m, n_units)
+        R = coding_rate(z, self.eps2)
+        R_w = R if self.gam1 == 1.0 else coding_rate(z, self.eps2 / self.gam1)
+        Rc = partition_coding_rate(z, groups, self.eps2, n_classes=k)
+        l1 = z.abs().sum(1).mean()
+        loss = -self.gam2 * R_w + Rc + self.sparsity * l1
+        return {"loss": loss, "R": R, "Rc": Rc, "delta_R": R - Rc, "code_l1": l1}
+
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Loss on ``x`` (augmentations from a fixed seed, so evaluation is repeatable)."""
+        xa, groups, k = self._batch(x, labels, int(self.seed) - 1)
+        return self._terms(xa, groups, k)["loss"]
+
+    def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        xa, groups, k = self._batch(x, labels, int(self.seed + self.steps))
+        self.steps.add_(1)
+        return masked_step(self, lambda: self._terms(xa, groups, k))
+
+
+@OBJECTIVES.register("mcr2_sparse")
+class SparseMCR2(MCR2):
+    """Sparse rate reduction: ``MCR2`` with ``sparsity`` (lambda of ``||Z||_1``) on by default."""
+
+    name = "mcr2_sparse"
+
+    def __init__(self, layer: DenseLayer, *, sparsity: float = 0.05, **kwargs) -> None:
+        check_range("sparsity", sparsity, 0, None, low_open=True)
+        super().__init__(layer, sparsity=sparsity, **kwargs)
