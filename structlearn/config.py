@@ -59,22 +59,46 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    method: str = "magnitude"  # pruner name (registry "pruner")
+    method: str = "magnitude"  # pruner name (registry "pruner"): magnitude | imp | beta_lasso
     scope: str = "unit"  # "unit": per-unit threshold/density; "global": one for the layer
     threshold: float | None = 0.1  # keep |w| >= threshold * max|w|, in [0, 1); or None
-    density: float | None = None  # or: keep this share of weights, in (0, 1]
-    finetune_steps: int = 200  # training steps after pruning, with the mask fixed
+    density: float | None = None  # or: keep this share of weights, in (0, 1] (imp: the final density)
+    finetune_steps: int = 200  # training steps after each pruning round, with the mask fixed
     finetune_params: dict = field(default_factory=dict)  # objective hyperparameters for fine-tuning, e.g. {lam: 0.3}
+    rounds: int = 1  # pruning rounds, >= 1 (imp: density falls geometrically to `density`)
+    rewind_step: int | None = None  # after each round reset the layer to its state after this many steps (0 = init), kept support only
+    params: dict = field(default_factory=dict)  # the pruner's own hyperparameters (beta_lasso: lam, beta, lr)
+
+    def pruner_kwargs(self) -> dict:
+        return {"scope": self.scope, "threshold": self.threshold, "density": self.density,
+                "rounds": self.rounds, **self.params}
+
+    def build(self):
+        """The pruner object (registry "pruner"); its constructor validates the method's fields."""
+        import structlearn.prune  # noqa: F401  (registers the built-in pruners; late: no import cycle)
+        from structlearn.prune.magnitude import PRUNERS
+
+        factory = PRUNERS.get(self.method)
+        try:
+            return factory(**self.pruner_kwargs())
+        except TypeError as e:
+            import inspect
+
+            allowed = [q for q in inspect.signature(factory).parameters
+                       if q not in ("self", "scope", "threshold", "density", "rounds")]
+            raise ValueError(f"prune.params for pruner {self.method!r}: {e}; allowed: {', '.join(allowed) or 'none'}") from e
 
     def validate(self) -> None:
         check_choice("prune.scope", self.scope, ("unit", "global"))
-        if (self.threshold is None) == (self.density is None):
-            raise ValueError("prune: give exactly one of threshold (in [0, 1)) or density (in (0, 1])")
         if self.threshold is not None:
             check_range("prune.threshold", self.threshold, 0, 1, high_open=True)
         if self.density is not None:
             check_range("prune.density", self.density, 0, 1, low_open=True)
         check_range("prune.finetune_steps", self.finetune_steps, 0, None)
+        check_range("prune.rounds", self.rounds, 1, None)
+        if self.rewind_step is not None:
+            check_range("prune.rewind_step", self.rewind_step, 0, None)
+        self.build()
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,9 @@ class LayerConfig:
             raise ValueError(f"layers.{i}.pool_group={self.pool_group} must divide n_units={self.n_units}")
         if self.prune is not None:
             self.prune.validate()
+            if self.prune.rewind_step is not None and self.prune.rewind_step > self.steps:
+                raise ValueError(f"layers.{i}.prune.rewind_step={self.prune.rewind_step} out of range; "
+                                 f"allowed: [0, layers.{i}.steps={self.steps}]")
 
 
 @dataclass(frozen=True)

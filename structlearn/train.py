@@ -1,17 +1,22 @@
 """Layer-wise trainer: data -> dense layer(s) -> objective -> pruning -> metrics, resumable.
 
 For each layer ``l`` of ``cfg.layers`` (greedy layer-wise, Hinton et al. 2006 / Bengio et
-al. 2007): train ``steps`` minibatch updates, prune with the layer's pruner, fine-tune
-``prune.finetune_steps`` more with the mask fixed, evaluate on held-out data; the next
-layer trains on this layer's codes after its nonlinearity, centred and scaled to unit mean
-variance.
+al. 2007): train ``steps`` minibatch updates, then ``prune.rounds`` times: prune with the
+layer's pruner (round ``r`` at step ``steps + r * finetune_steps``), optionally rewind the
+kept weights to their state after ``prune.rewind_step`` steps (Frankle and Carbin 2019;
+Frankle et al. 2020), fine-tune ``prune.finetune_steps`` with the mask fixed; evaluate on
+held-out data; the next layer trains on this layer's codes after its nonlinearity, centred
+and scaled to unit mean variance.
 
 Resume: a checkpoint (atomic) every ``checkpoint_every`` steps holds the objective's state,
-its optimizer state, the minibatch generator's state and the finished layers. The data is
+its optimizer state, the minibatch generator's state, the pruning rounds done, the rewind
+state (tensors) and the finished layers. Events due at a step (rewind snapshot, pruning)
+run right after the update that reaches it, before that step's checkpoint. The data is
 rebuilt from the seed, so a resumed run ends bit-identical to an uninterrupted one on CPU.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -29,7 +34,6 @@ from structlearn.io import atomic_torch_save, atomic_write_json, load_checkpoint
 from structlearn.loggers import Logger
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.base import OBJECTIVES, Objective
-from structlearn.prune.magnitude import PRUNERS
 from structlearn.structure.locality import locality_summary, tile_purity
 from structlearn.viz.montage import filters_to_rgb, labels_to_rgb, save_png, upscale
 
@@ -113,6 +117,9 @@ class RunState:
     results: list[dict] = field(default_factory=list)  # finished layers: metrics
     before_prune: dict[str, float] | None = None  # metrics of the current layer at pruning time
     complete: bool = False
+    rounds_done: int = 0  # pruning rounds of the current layer already applied
+    trajectory: list[dict] = field(default_factory=list)  # held-out metrics before each pruning round
+    rewind: dict | None = None  # {"objective": state tensors, "optimizer": state} at prune.rewind_step
 
 
 class Trainer:
@@ -150,6 +157,7 @@ class Trainer:
             "objective": None if obj is None else {k: v.cpu() for k, v in obj.state_dict().items()},
             "optimizer": None if obj is None else obj.optimizer_state(),
             "rng": None if g is None else g.get_state(),
+            "rounds_done": st.rounds_done, "trajectory": st.trajectory, "rewind": st.rewind,
         })
 
     def _load(self) -> dict | None:
@@ -195,8 +203,10 @@ class Trainer:
             n_in, shape = self.data.train.shape[1], self.data.input_shape
             for li, lcfg in enumerate(self.cfg.layers):
                 obj = build_objective(lcfg, n_in, shape, self.cfg.seed, li, torch.device("cpu"), self.dtype)
-                if lcfg.prune is not None and lcfg.prune.finetune_params:
-                    obj.validate_params(**lcfg.prune.finetune_params)
+                if lcfg.prune is not None:
+                    lcfg.prune.build()
+                    if lcfg.prune.finetune_params:
+                        obj.validate_params(**lcfg.prune.finetune_params)
                 n_in = lcfg.n_units // (lcfg.pool_group if lcfg.nonlinearity == "pool_energy" else 1)
                 shape = (n_in,)
         return self.data
@@ -210,7 +220,9 @@ class Trainer:
         ck = self._load()
         st = RunState()
         if ck is not None:
-            st = RunState(ck["layer"], ck["step"], ck["done"], ck["results"], ck["before_prune"], ck["complete"])
+            st = RunState(ck["layer"], ck["step"], ck["done"], ck["results"], ck["before_prune"], ck["complete"],
+                          ck.get("rounds_done", int(ck["before_prune"] is not None)), ck.get("trajectory", []),
+                          ck.get("rewind"))
             for lg in self.loggers:
                 if hasattr(lg, "truncate_after"):
                     lg.truncate_after(self._global_step(st.layer, st.step))
@@ -248,7 +260,55 @@ class Trainer:
 
     @staticmethod
     def _layer_total(lcfg: LayerConfig) -> int:
-        return lcfg.steps + (lcfg.prune.finetune_steps if lcfg.prune is not None else 0)
+        pr = lcfg.prune
+        return lcfg.steps + (pr.rounds * pr.finetune_steps if pr is not None else 0)
+
+    @staticmethod
+    def _snapshot(obj: Objective) -> dict:
+        """Copies (not views) of the objective's tensors and optimizer state, for rewinding."""
+        return {"objective": {k: v.detach().to("cpu", copy=True) for k, v in obj.state_dict().items()},
+                "optimizer": copy.deepcopy(obj.optimizer_state())}
+
+    def _events(self, li: int, lcfg: LayerConfig, obj: Objective, pruner: Any, x_eval: Tensor,
+                tile_map: Tensor | None, image_input: bool, st: RunState) -> None:
+        """What is due at step ``st.step`` of layer ``li``: the rewind snapshot and pruning
+        rounds. Idempotent (a resumed run calls it again at the checkpoint's step)."""
+        pr = lcfg.prune
+        if pr is None:
+            return
+        s = st.step
+        if pr.rewind_step is not None and s == pr.rewind_step and st.rewind is None:
+            st.rewind = self._snapshot(obj)
+        while st.rounds_done < pruner.rounds and s == lcfg.steps + st.rounds_done * pr.finetune_steps:
+            self._prune_round(li, lcfg, obj, pruner, x_eval, tile_map, image_input, st)
+
+    def _prune_round(self, li: int, lcfg: LayerConfig, obj: Objective, pruner: Any, x_eval: Tensor,
+                     tile_map: Tensor | None, image_input: bool, st: RunState) -> None:
+        """Round ``st.rounds_done``: evaluate, prune, rewind (kept support only), set the
+        fine-tuning hyperparameters, log the pruned layer's metrics."""
+        pr, r, s = lcfg.prune, st.rounds_done, st.step
+        gs = self._global_step(li, s)
+        metrics = evaluate(obj, x_eval, tile_map, image_input)
+        if r == 0:
+            st.before_prune = metrics
+            self._save_filters(obj, li, "before_prune" if li == 0 else f"layer{li}_before_prune", gs)
+            if self.run_dir is not None:  # the dense layer, for density sweeps (structlearn sweep)
+                atomic_torch_save(self.run_dir / f"layer{li}_dense.pt", {
+                    **self._snapshot(obj), "step": s, "input_shape": list(obj.layer.input_shape)})
+        st.trajectory.append({"round": r, "step": s, **metrics})
+        pruner(obj.layer, r)
+        if pr.rewind_step is not None:
+            if st.rewind is None:
+                raise ValueError(f"layers.{li}.prune.rewind_step={pr.rewind_step}: no state was recorded at that step")
+            mask = obj.layer.mask.clone()
+            obj.load_state_dict({k: v.to(self.device) for k, v in st.rewind["objective"].items()})
+            obj.load_optimizer_state(copy.deepcopy(st.rewind["optimizer"]))
+            obj.layer.set_mask_(mask)  # the early weights on the kept support
+        if pr.finetune_params:
+            obj.set_params(**pr.finetune_params)
+        st.rounds_done = r + 1
+        self._log(gs, {"layer": li, "prune/round": r, "prune/density": obj.layer.density(),
+                       **{f"pruned/{k}": v for k, v in evaluate(obj, x_eval, tile_map, image_input).items()}})
 
     def _train_layer(self, li: int, lcfg: LayerConfig, obj: Objective, x_train: Tensor, x_test: Tensor,
                      st: RunState, ck: dict | None) -> None:
@@ -260,6 +320,12 @@ class Trainer:
             g.set_state(ck["rng"])
         else:
             st.layer, st.step, st.before_prune = li, 0, None
+            st.rounds_done, st.trajectory, st.rewind = 0, [], None
+        pr = lcfg.prune
+        pruner = pr.build() if pr is not None else None
+        after_step = getattr(pruner, "after_step", None)
+        if pr is not None and st.rounds_done > 0 and pr.finetune_params:
+            obj.set_params(**pr.finetune_params)  # hyperparameters are not in the state dict
         total = self._layer_total(lcfg)
         image_input = li == 0
         tile_map = self.data.tile_map if image_input else None
@@ -270,19 +336,14 @@ class Trainer:
 
             bar = tqdm(total=total, initial=st.step, desc=f"layer {li} ({lcfg.objective})", mininterval=2.0)
         try:
+            self._events(li, lcfg, obj, pruner, x_eval, tile_map, image_input, st)
             while st.step < total:
-                s = st.step
-                if lcfg.prune is not None and s == lcfg.steps and st.before_prune is None:
-                    st.before_prune = evaluate(obj, x_eval, tile_map, image_input)
-                    self._save_filters(obj, li, "before_prune" if li == 0 else f"layer{li}_before_prune", self._global_step(li, s))
-                    pr = lcfg.prune
-                    PRUNERS.create(pr.method, scope=pr.scope, threshold=pr.threshold, density=pr.density)(obj.layer)
-                if lcfg.prune is not None and s >= lcfg.steps and lcfg.prune.finetune_params:
-                    obj.set_params(**lcfg.prune.finetune_params)  # idempotent; also right after a resume
-                    self._log(self._global_step(li, s), {"layer": li, **{f"pruned/{k}": v for k, v in evaluate(obj, x_eval, tile_map, image_input).items()}})
                 idx = torch.randint(x_train.shape[0], (lcfg.batch_size,), generator=g)
                 out = obj.train_step(x_train[idx].to(self.device, self.dtype))
+                if after_step is not None and st.rounds_done > 0:
+                    after_step(obj.layer)
                 st.step += 1
+                self._events(li, lcfg, obj, pruner, x_eval, tile_map, image_input, st)
                 gs = self._global_step(li, st.step)
                 if st.step % 10 == 0 or st.step == total:
                     self._log(gs, {"layer": li, **{f"train/{k}": float(v) for k, v in out.items()}})
@@ -309,9 +370,12 @@ class Trainer:
                                                                "mask": obj.layer.mask.cpu(),
                                                                "input_shape": list(obj.layer.input_shape)})
         st.done.append({k: v.cpu() for k, v in obj.state_dict().items()})
+        trajectory = st.trajectory + [{"round": st.rounds_done, "step": total, **final}] if pr is not None else []
         st.results.append({"layer": li, "objective": lcfg.objective, "n_units": lcfg.n_units, **final,
-                           **({f"{k}_before_prune": v for k, v in st.before_prune.items()} if st.before_prune else {})})
+                           **({f"{k}_before_prune": v for k, v in st.before_prune.items()} if st.before_prune else {}),
+                           **({"prune_trajectory": trajectory} if pr is not None and pr.rounds > 1 else {})})
         st.layer, st.step, st.before_prune = li + 1, 0, None
+        st.rounds_done, st.trajectory, st.rewind = 0, [], None
         self._save(st, None, None)
 
     def _summary(self, st: RunState, seconds: float) -> dict[str, Any]:
