@@ -12,7 +12,7 @@ mutual informations as ``est(x, y)``:
 ============  =====================================================  =================
 name          quantity                                               ``normalization``
 ============  =====================================================  =================
-coding_rate   R(Z, eps) = 1/2 logdet(I + d/(m eps^2) Z^T Z)           ``"unit_norm"``
+coding_rate   R(Z, eps) = 1/2 logdet(I + d/(m eps^2) Z^T Z)          ``"unit_norm"``
 gaussian      1/2 logdet(2 pi e Sigma_hat)                           ``"standardize"``
 knn           Kozachenko-Leonenko k-NN differential entropy          ``"standardize"``
 ksg           Kraskov-Stoegbauer-Grassberger MI, algorithm 1 or 2    ``"standardize"``
@@ -58,6 +58,7 @@ import torch
 from scipy.special import digamma
 from torch import Tensor
 
+from structlearn.functional.rate import coding_rate
 from structlearn.info.neighbors import (
     DEFAULT_MAX_ELEMENTS,
     check_metric,
@@ -131,7 +132,7 @@ def add_jitter(z: Tensor, jitter: float, generator: torch.Generator | None = Non
 
 
 # ----------------------------------------------------------------------------- normalize
-def normalize(z: Tensor, how: str, eps: float = 1e-8) -> Tensor:
+def normalize(z: Tensor, how: str, eps: float = 1e-10) -> Tensor:
     """Put features on a common scale before entropies of layers are compared.
 
     ``z: (N, d)`` -> ``(N, d)``. ``how``:
@@ -140,9 +141,9 @@ def normalize(z: Tensor, how: str, eps: float = 1e-8) -> Tensor:
       features become 0.
     - ``"unit_norm"``: every sample (row) divided by its L2 norm (rows of zeros stay 0),
       as MCR^2 does with its unit-norm columns.
-    - ``"whiten"``: ZCA, ``(z - mean) V diag(lambda + eps * mean(lambda))^{-1/2} V^T`` with
-      ``Sigma_hat = V diag(lambda) V^T`` (population covariance); ``eps`` regularises
-      rank-deficient codes.
+    - ``"whiten"``: ZCA, ``(z - mean) V diag(max(lambda, eps * max(lambda)))^{-1/2} V^T``
+      with ``Sigma_hat = V diag(lambda) V^T`` (population covariance); the floor only
+      touches (near-)null directions of rank-deficient codes.
     - ``"none"``: ``z`` unchanged.
     """
     _check_choice("how", how, NORMALIZATIONS)
@@ -158,33 +159,11 @@ def normalize(z: Tensor, how: str, eps: float = 1e-8) -> Tensor:
         return zc / torch.where(s > 0, s, torch.ones_like(s))
     cov = zc.mT @ zc / z.shape[0]  # (d, d)
     lam, v = torch.linalg.eigh(cov)
-    lam = lam.clamp_min(0) + eps * lam.clamp_min(0).mean()
+    lam = torch.maximum(lam, eps * lam.amax().clamp_min(torch.finfo(lam.dtype).tiny))
     return zc @ (v * lam.rsqrt()) @ v.mT
 
 
 # ----------------------------------------------------------------------------- pure math
-def coding_rate(z: Tensor, eps: float = 0.5**0.5) -> Tensor:
-    """Rate distortion of Gaussian coding at precision ``eps`` (Yu et al. 2020, MCR^2).
-
-    ``R(Z, eps) = 1/2 logdet(I_d + d/(m eps^2) Z^T Z) = 1/2 logdet(I_m + d/(m eps^2) Z Z^T)``
-
-    with ``z: (..., m, d)`` (``m`` samples as rows; the paper's ``Z`` is ``z^T``). The
-    smaller Gram matrix is factorised (Cholesky of a matrix with eigenvalues >= 1, so it
-    always exists, also for rank-deficient ``z``). Returns ``(...)`` in nats. The MCR^2
-    reference code's ``eps`` is this ``eps^2`` (its default 0.5 is ``eps = 0.5**0.5``).
-    """
-    if not eps > 0:
-        raise ValueError(f"eps={eps!r} out of range; allowed: > 0")
-    if z.ndim < 2:
-        raise ValueError(f"z has shape {tuple(z.shape)}; allowed: (..., m, d)")
-    m, d = z.shape[-2:]
-    c = d / (m * eps**2)
-    gram = z @ z.mT if m <= d else z.mT @ z  # (..., min(m, d), min(m, d))
-    eye = torch.eye(gram.shape[-1], dtype=z.dtype, device=z.device)
-    chol = torch.linalg.cholesky(eye + c * gram)
-    return torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # 1/2 * 2 sum log L_ii
-
-
 def gaussian_entropy(z: Tensor, bias_correction: bool = False) -> Tensor:
     """Entropy of the Gaussian with ``z``'s covariance: ``1/2 logdet(2 pi e Sigma_hat)``.
 
@@ -397,19 +376,24 @@ def shuffle_null(
 @ESTIMATORS.register("coding_rate")
 @dataclass(frozen=True)
 class CodingRate:
-    """``est(z: (m, d)) -> R(z, eps)`` nats; see :func:`coding_rate`."""
+    """``est(z: (m, d)) -> R(z, eps) = 1/2 logdet(I + d/(m eps^2) z^T z)`` nats.
 
-    eps: float = 0.5**0.5  # precision; the MCR^2 code's eps^2 = 0.5
+    Calls :func:`structlearn.functional.rate.coding_rate` (Yu et al. 2020, eq. 5; smaller
+    side of the Gram identity, Cholesky). ``eps2`` is ``eps^2``, the same quantity as the
+    MCR^2 reference code's ``eps`` (0.5 there and here).
+    """
+
+    eps2: float = 0.5  # squared precision eps^2
     dtype: torch.dtype | None = torch.float64  # computation dtype; None keeps the input's
     kind = "entropy"
     normalization = "unit_norm"
 
     def __post_init__(self) -> None:
-        if not self.eps > 0:
-            raise ValueError(f"eps={self.eps!r} out of range; allowed: > 0")
+        if not self.eps2 > 0:
+            raise ValueError(f"eps2={self.eps2!r} out of range; allowed: > 0 (eps2 is eps^2)")
 
     def __call__(self, z: Tensor) -> Tensor:
-        return coding_rate(_cast(as_samples(z), self.dtype), self.eps)
+        return coding_rate(_cast(as_samples(z), self.dtype), self.eps2)
 
 
 @ESTIMATORS.register("gaussian")
