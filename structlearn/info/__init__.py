@@ -16,7 +16,6 @@ from structlearn.info.estimators import (
     NullSummary,
     add_jitter,
     binned_mutual_information,
-    coding_rate,
     gaussian_entropy,
     kl_entropy,
     ksg_mutual_information,
@@ -35,7 +34,7 @@ from structlearn.info.pixel_mi import (
 __all__ = [
     "ESTIMATORS", "NORMALIZATIONS", "BinnedMutualInformation", "CodingRate", "GaussianEntropy",
     "KNNEntropy", "KSGMutualInformation", "NullSummary", "add_jitter", "binned_mutual_information",
-    "coding_rate", "gaussian_entropy", "kl_entropy", "ksg_mutual_information", "normalize",
+    "gaussian_entropy", "kl_entropy", "ksg_mutual_information", "normalize",
     "shuffle_null", "count_within", "knn_distances", "MICurve", "MosaicMICurve",
     "mosaic_mi_vs_distance", "offsets", "pixel_mi_vs_distance",
 ]

@@ -12,12 +12,17 @@ gives the estimator's law under independence at the same ``N``, marginals and bi
 
 - ``"shuffle"``: ``y`` permuted across the sampled pairs, i.e. each ``x`` paired with the
   partner pixel of a random other pair (another position, usually another image). Right
-  when pairs are drawn i.i.d. from many positions (natural images, the default there).
-- ``"images"``: ``y`` read from an independently drawn *other* image (mosaics: another
-  mosaic at the same position, which keeps the position's marginal and the clustering of
-  pairs within one mosaic; natural images: a uniform random pixel of another image).
-  Default for mosaics, whose pairs come in clusters that share two tiles: a plain
-  permutation breaks that clustering and would make the null too narrow.
+  when pairs are drawn i.i.d. from many positions (natural images; the default there).
+- ``"independent"``: ``y`` replaced by an independently drawn pixel. Natural images: a
+  uniform random pixel of the pooled images (image chosen with probability proportional
+  to its size, *not* forced to differ from ``x``'s image: with few images that constraint
+  would itself couple ``x`` and ``y``). Mosaics (the default there): the pixel at the same
+  position ``q`` of another mosaic ``sigma(i)``, with ``sigma`` a random cyclic derangement
+  of the mosaics, one per null draw and shared by all pairs of a mosaic. Pairs of one
+  mosaic come in clusters that share two tiles; a mosaic-level permutation keeps that
+  clustering (and each position's marginal), so under independent tiles the real and the
+  null pairs have the same law. A plain permutation of pairs breaks the clustering and
+  gives a null that is too narrow.
 
 The curve reports the estimate, the null's mean and its upper ``quantile`` (0.95); an
 estimate at or below the upper quantile is "inside the null". Natural images: MI falls
@@ -42,7 +47,7 @@ from structlearn.info.estimators import (
 )
 
 DIRECTIONS = ("horizontal", "vertical", "all")
-NULLS = ("shuffle", "images")
+NULLS = ("shuffle", "independent")
 PIXEL_ESTIMATORS = ("binned", "ksg")
 
 
@@ -152,6 +157,39 @@ def _curve(distances, rows, quantile) -> MICurve:
     )
 
 
+# ----------------------------------------------------------------------------- sampling
+_PERM_MAX = 2**23
+
+
+def _distinct(population: int, n: int, g: torch.Generator) -> Tensor:
+    """``min(n, population)`` distinct indices of ``range(population)``, a uniformly random
+    subset in random order. Small populations: ``randperm``; large ones: draws with
+    replacement, de-duplicated (memory ``O(n)``)."""
+    if population <= _PERM_MAX or n > population // 4:
+        return torch.randperm(population, generator=g)[:n]
+    c = torch.unique(torch.randint(population, (2 * n,), generator=g))
+    while c.numel() < n:
+        c = torch.unique(torch.cat([c, torch.randint(population, (n,), generator=g)]))
+    return c[torch.randperm(c.numel(), generator=g)[:n]]
+
+
+def _sample_pairs(sizes: Tensor, offs: Tensor, n: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Distinct pixel pairs ``(image i, p, q = p + o)`` uniformly among all pairs of all
+    images (``sizes: (n_img, 2)``) at the offsets ``offs: (O, 2)``: returns ``i: (m,)``,
+    ``p, q: (m, 2)``, ``m = min(n, number of pairs)``."""
+    n_img = sizes.shape[0]
+    o = offs.repeat_interleave(n_img, 0)  # (O * n_img, 2): block = (offset, image)
+    hw = sizes.repeat(len(offs), 1)
+    span = (hw - o.abs()).clamp_min(0)  # (B, 2) valid anchor rows / columns per block
+    count = span[:, 0] * span[:, 1]
+    cum = count.cumsum(0)
+    idx = _distinct(int(cum[-1]), n, g)  # (m,)
+    b = torch.searchsorted(cum, idx, right=True)  # block of each pair
+    local = idx - (cum[b] - count[b])
+    p = torch.stack([local // span[b, 1], local % span[b, 1]], 1) + (-o[b]).clamp_min(0)
+    return b % n_img, p, p + o[b]
+
+
 # ----------------------------------------------------------------------------- natural images
 def _stack_images(images) -> tuple[Tensor, Tensor]:
     """List of ``(H_i, W_i)`` arrays (or one ``(n, H, W)`` array) -> zero-padded
@@ -191,10 +229,11 @@ def pixel_mi_vs_distance(
 
     ``images``: ``(H_i, W_i)`` arrays (sizes may differ) or one ``(n, H, W)`` array, e.g.
     ``skimage.data`` images as floats in [0, 1]. For each ``r`` in ``distances``,
-    ``n_pairs`` pairs are drawn i.i.d.: image with probability proportional to its pixel
-    count, offset uniformly from :func:`offsets`, position uniformly among the valid ones.
+    ``n_pairs`` distinct pairs are drawn uniformly without replacement from all pairs of
+    all images at the offsets of :func:`offsets` (all of them when there are fewer).
+    Drawing with replacement would repeat pairs and bias the plug-in MI upwards.
     ``value_range`` (binned): shared bin range, default the pooled ``[min, max]`` of all
-    images. ``null``: ``"shuffle"`` or ``"images"`` (module docstring), ``n_null`` draws.
+    images. ``null``: ``"shuffle"`` or ``"independent"`` (module docstring), ``n_null`` draws.
     ``generator``: ``torch.Generator`` for every draw (default: seeded with 0).
     KSG costs ``O(n_pairs^2)`` per estimate: use ``n_pairs`` of a few thousand with it.
     """
@@ -202,8 +241,6 @@ def pixel_mi_vs_distance(
     _check_choice("direction", direction, DIRECTIONS)
     stack, sizes = _stack_images(images)
     n_img = stack.shape[0]
-    if null == "images" and n_img < 2:
-        raise ValueError("null='images' needs at least 2 images; got 1 (use null='shuffle')")
     g = torch.Generator().manual_seed(0) if generator is None else generator
     dev = stack.device
     if value_range is None:
@@ -213,36 +250,37 @@ def pixel_mi_vs_distance(
     rows = []
     for r in ds:
         offs = offsets(r, direction)  # (O, 2)
-        reach = offs.abs().amax(0)
-        small = [i for i, (h, w) in enumerate(sizes.tolist()) if h <= reach[0] or w <= reach[1]]
-        if small:
-            raise ValueError(f"distance {r} does not fit in image(s) {small}; allowed: r < image height/width")
-        i = torch.multinomial(weights, n_pairs, replacement=True, generator=g)  # (N,)
-        o = offs[torch.randint(len(offs), (n_pairs,), generator=g)]  # (N, 2)
-        u = torch.rand(n_pairs, 2, generator=g, dtype=torch.float64)
-        hw = sizes.cpu()[i]  # (N, 2)
-        lo = (-o).clamp_min(0)
-        hi = hw - o.clamp_min(0)
-        p = lo + (u * (hi - lo)).long()  # (N, 2) first pixel
-        q = p + o
+        i, p, q = _sample_pairs(sizes.cpu(), offs, n_pairs, g)
+        m = i.numel()
+        if m < 2:
+            raise ValueError(f"distance {r} ({direction}) fits in no image; allowed: r < image height/width")
         i, p, q = i.to(dev), p.to(dev), q.to(dev)
         x = stack[i, p[:, 0], p[:, 1]]  # (N,)
         y = stack[i, q[:, 0], q[:, 1]]
         if null == "shuffle":
-            perm = torch.stack([torch.randperm(n_pairs, generator=g) for _ in range(n_null)]).to(dev)
+            perm = torch.stack([torch.randperm(m, generator=g) for _ in range(n_null)]).to(dev)
             y_null = y[perm]  # (n_null, N)
         else:
-            j = (i.cpu()[None] + torch.randint(1, n_img, (n_null, n_pairs), generator=g)) % n_img
-            v = torch.rand(n_null, n_pairs, 2, generator=g, dtype=torch.float64)
-            pos = (v * sizes.cpu()[j]).long()  # (n_null, N, 2)
-            y_null = stack[j.to(dev), pos[..., 0].to(dev), pos[..., 1].to(dev)]
+            j = torch.multinomial(weights, n_null * m, replacement=True, generator=g)
+            v = torch.rand(n_null * m, 2, generator=g, dtype=torch.float64)
+            pos = (v * sizes.cpu()[j]).long()  # (n_null * N, 2) uniform pixel of image j
+            y_null = stack[j.to(dev), pos[:, 0].to(dev), pos[:, 1].to(dev)].reshape(n_null, m)
         mi, ns = _mi_and_null(x, y, y_null, estimator, n_bins, value_range, k)
         s = summarize_null(ns, quantile)
-        rows.append((mi, s.mean, s.upper, n_pairs))
+        rows.append((mi, s.mean, s.upper, m))
     return _curve(ds, rows, quantile)
 
 
 # ----------------------------------------------------------------------------- mosaics
+def _cyclic_derangements(n: int, reps: int, g: torch.Generator) -> Tensor:
+    """``(reps, n)`` maps ``sigma`` without fixed points: ``sigma[perm[t]] = perm[t + 1]``
+    for a random permutation ``perm`` (one random ``n``-cycle per row)."""
+    perm = torch.stack([torch.randperm(n, generator=g) for _ in range(reps)])  # (reps, n)
+    sigma = torch.empty_like(perm)
+    sigma.scatter_(1, perm, perm.roll(-1, dims=1))
+    return sigma
+
+
 def position_pairs(shape: tuple[int, int], offs: Tensor) -> tuple[Tensor, Tensor]:
     """All pixel pairs ``(p, p + o)`` inside an ``(H, W)`` grid, ``o`` in ``offs``:
     flat indices ``p, q`` of shape ``(P,)``."""
@@ -270,17 +308,17 @@ def mosaic_mi_vs_distance(
     k: int = 3,
     n_null: int = 20,
     quantile: float = 0.95,
-    null: str = "images",
+    null: str = "independent",
     generator: torch.Generator | None = None,
 ) -> MosaicMICurve:
     """MI versus distance on mosaics, split into within-tile and cross-tile pairs.
 
     ``x: (n, H, W)`` mosaics (any real values, e.g. tile-mean removed), ``tile_map: (H, W)``
     integer tile index per pixel. For each ``r``, the position pairs of :func:`offsets` are
-    split by ``tile_map[p] == tile_map[q]``; per group, all ``n * P`` (mosaic, pair)
-    combinations are used when there are at most ``n_pairs`` of them, otherwise
-    ``n_pairs`` are drawn uniformly with replacement. ``null="images"`` reads ``y`` from a
-    uniformly drawn other mosaic at the same position; ``"shuffle"`` permutes ``y``.
+    split by ``tile_map[p] == tile_map[q]``; per group, ``n_pairs`` distinct (mosaic, pair)
+    combinations are drawn uniformly without replacement (all ``n * P`` when fewer). ``null="independent"`` reads ``y`` at
+    the same position of another mosaic ``sigma(i)`` (module docstring); ``"shuffle"``
+    permutes ``y`` across pairs.
     ``value_range``: shared bin range, default ``[min, max]`` of ``x``.
     """
     ds = _validate_common(distances, n_pairs, n_null, quantile, estimator, n_bins, k, null)
@@ -292,8 +330,8 @@ def mosaic_mi_vs_distance(
             f"x has shape {tuple(xt.shape)} and tile_map {tuple(tm.shape)}; allowed: x (n, H, W), tile_map (H, W)"
         )
     n, h, w = xt.shape
-    if null == "images" and n < 2:
-        raise ValueError("null='images' needs at least 2 mosaics; got 1 (use null='shuffle')")
+    if null == "independent" and n < 2:
+        raise ValueError("null='independent' needs at least 2 mosaics; got 1 (use null='shuffle')")
     if max(ds) >= max(h, w) or (direction == "horizontal" and max(ds) >= w) or (direction == "vertical" and max(ds) >= h):
         raise ValueError(f"distances up to {max(ds)} do not fit in {h}x{w} mosaics; allowed: r < side")
     g = torch.Generator().manual_seed(0) if generator is None else generator
@@ -313,17 +351,13 @@ def mosaic_mi_vs_distance(
             if n_pos == 0:
                 groups[name].append((nan, nan, nan, 0))
                 continue
-            if n * n_pos <= n_pairs:
-                i = torch.arange(n).repeat_interleave(n_pos)
-                c = torch.arange(n_pos).repeat(n)
-            else:
-                i = torch.randint(n, (n_pairs,), generator=g)
-                c = torch.randint(n_pos, (n_pairs,), generator=g)
+            idx = _distinct(n * n_pos, n_pairs, g)  # distinct (mosaic, position pair)
+            i, c = idx // n_pos, idx % n_pos
             m = i.numel()
             pi, qi = p[c].to(dev), q[c].to(dev)
             xs, ys = flat[i.to(dev), pi], flat[i.to(dev), qi]  # (m,)
-            if null == "images":
-                j = (i[None] + torch.randint(1, n, (n_null, m), generator=g)) % n  # (n_null, m)
+            if null == "independent":
+                j = _cyclic_derangements(n, n_null, g)[:, i]  # (n_null, m): sigma(i)
                 y_null = flat[j.to(dev), qi[None].expand(n_null, m)]
             else:
                 perm = torch.stack([torch.randperm(m, generator=g) for _ in range(n_null)]).to(dev)
