@@ -1,0 +1,149 @@
+"""A versioned architecture spec of the discovered structure, and spec -> ``nn.Module``.
+
+The spec is plain JSON so NAS pipelines can read it without structlearn::
+
+    {"format": "structlearn.architecture", "version": 1,
+     "input": {"channels": 1, "shape": [H, W]},
+     "stages": [
+        {"type": "conv2d", "out_channels": C, "kernel_size": [k, k], "stride": [s, s],
+         "padding": [p, p], "evidence": {"coverage": ..., "equivalence_error": ..., "density": ...}},
+        {"type": "pool", "kind": "l2", "kernel_size": [a, a], "stride": [b, b]},
+        {"type": "activation", "fn": "abs" | "relu" | "identity"},
+        {"type": "dense", "out_features": N, "evidence": {"density": ...}},
+     ],
+     "source": {...}}
+
+A conv stage comes from a layer whose pruned receptive fields share weights
+(:func:`structlearn.structure.conv.conv_from_filters`); a layer without weight sharing stays a
+(sparse) dense stage. ``build_module(spec, kernels)`` returns an ``nn.Sequential``; given the
+discovered kernels (one ``(C, k, k)`` tensor per conv stage) the first conv reproduces the
+dense layer's responses at the covered units.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+FORMAT, VERSION = "structlearn.architecture", 1
+STAGE_TYPES = ("conv2d", "pool", "activation", "dense")
+ACTIVATIONS = ("abs", "relu", "identity")
+
+
+class Abs(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.abs()
+
+
+class L2Pool2d(nn.Module):
+    """Energy pooling ``sqrt(sum_window x^2)`` (the pooling that group sparse coding implies)."""
+
+    def __init__(self, kernel_size: tuple[int, int], stride: tuple[int, int]) -> None:
+        super().__init__()
+        self.pool = nn.LPPool2d(2, kernel_size, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(x)
+
+
+def conv_stage(readout_dict: dict[str, Any], evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Spec stage from :meth:`ConvReadout.to_dict`."""
+    k = readout_dict["kernel_size"]
+    return {"type": "conv2d", "out_channels": int(readout_dict["channels"]), "kernel_size": [int(k), int(k)],
+            "stride": [int(s) for s in readout_dict["stride"]], "padding": [int(p) for p in readout_dict["padding"]],
+            "evidence": dict(evidence or {}, coverage=readout_dict.get("coverage"))}
+
+
+def pool_stage(pool_dict: dict[str, Any]) -> dict[str, Any]:
+    """Spec stage from :meth:`PoolSpec.to_dict`."""
+    return {"type": "pool", "kind": "l2", "kernel_size": [int(v) for v in pool_dict["kernel_size"]],
+            "stride": [int(v) for v in pool_dict["stride"]], "evidence": {"purity": pool_dict.get("purity")}}
+
+
+def make_spec(input_shape: tuple[int, int], stages: list[dict[str, Any]], source: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = {"format": FORMAT, "version": VERSION, "input": {"channels": 1, "shape": [int(v) for v in input_shape]},
+            "stages": stages, "source": dict(source or {})}
+    validate_spec(spec)
+    return spec
+
+
+def _pair(v: Any, name: str) -> tuple[int, int]:
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(i, int) and i >= 0 for i in v)):
+        raise ValueError(f"{name}={v!r}; allowed: two non-negative integers")
+    return int(v[0]), int(v[1])
+
+
+def validate_spec(spec: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first problem (format, version, stage fields)."""
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise ValueError(f"not a structlearn architecture spec (format must be {FORMAT!r})")
+    if spec.get("version") != VERSION:
+        raise ValueError(f"spec version {spec.get('version')!r}; allowed: {VERSION}")
+    _pair(spec["input"]["shape"], "input.shape")
+    for i, st in enumerate(spec["stages"]):
+        t = st.get("type")
+        if t not in STAGE_TYPES:
+            raise ValueError(f"stages.{i}.type={t!r}; allowed: {', '.join(STAGE_TYPES)}")
+        if t == "conv2d":
+            if not isinstance(st.get("out_channels"), int) or st["out_channels"] < 1:
+                raise ValueError(f"stages.{i}.out_channels must be a positive integer")
+            for key in ("kernel_size", "stride"):
+                if min(_pair(st[key], f"stages.{i}.{key}")) < 1:
+                    raise ValueError(f"stages.{i}.{key}={st[key]}; allowed: positive integers")
+            _pair(st["padding"], f"stages.{i}.padding")
+        elif t == "pool":
+            for key in ("kernel_size", "stride"):
+                if min(_pair(st[key], f"stages.{i}.{key}")) < 1:
+                    raise ValueError(f"stages.{i}.{key}={st[key]}; allowed: positive integers")
+        elif t == "activation" and st.get("fn") not in ACTIVATIONS:
+            raise ValueError(f"stages.{i}.fn={st.get('fn')!r}; allowed: {', '.join(ACTIVATIONS)}")
+        elif t == "dense" and (not isinstance(st.get("out_features"), int) or st["out_features"] < 1):
+            raise ValueError(f"stages.{i}.out_features must be a positive integer")
+
+
+def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> nn.Sequential:
+    """``nn.Sequential`` for ``(n, 1, H, W)`` inputs; conv stages initialised from ``kernels``
+    (one ``(C, k, k)`` per conv stage, in order) when given, else PyTorch's default init."""
+    validate_spec(spec)
+    shape = (1, *spec["input"]["shape"])  # (C, H, W) flowing through
+    mods: list[nn.Module] = []
+    conv_i = 0
+    for i, st in enumerate(spec["stages"]):
+        t = st["type"]
+        if t == "conv2d":
+            if len(shape) != 3:
+                raise ValueError(f"stages.{i}: conv2d after a dense stage is not supported")
+            conv = nn.Conv2d(shape[0], st["out_channels"], tuple(st["kernel_size"]), tuple(st["stride"]),
+                             tuple(st["padding"]), bias=False)
+            if kernels is not None:
+                w = kernels[conv_i]
+                if shape[0] != 1 or tuple(w.shape) != (st["out_channels"], *st["kernel_size"]):
+                    raise ValueError(f"stages.{i}: kernels shape {tuple(w.shape)} does not match "
+                                     f"({st['out_channels']}, {st['kernel_size'][0]}, {st['kernel_size'][1]}) on 1 input channel")
+                with torch.no_grad():
+                    conv.weight.copy_(w[:, None].to(conv.weight.dtype))
+            conv_i += 1
+            mods.append(conv)
+            h = (shape[1] + 2 * st["padding"][0] - st["kernel_size"][0]) // st["stride"][0] + 1
+            w_ = (shape[2] + 2 * st["padding"][1] - st["kernel_size"][1]) // st["stride"][1] + 1
+            shape = (st["out_channels"], h, w_)
+        elif t == "pool":
+            if len(shape) != 3:
+                raise ValueError(f"stages.{i}: pool after a dense stage is not supported")
+            mods.append(L2Pool2d(tuple(st["kernel_size"]), tuple(st["stride"])))
+            h = (shape[1] - st["kernel_size"][0]) // st["stride"][0] + 1
+            w_ = (shape[2] - st["kernel_size"][1]) // st["stride"][1] + 1
+            shape = (shape[0], h, w_)
+        elif t == "activation":
+            mods.append({"abs": Abs(), "relu": nn.ReLU(), "identity": nn.Identity()}[st["fn"]])
+        else:  # dense
+            if len(shape) == 3:
+                mods.append(nn.Flatten())
+            n_in = math.prod(shape)
+            mods.append(nn.Linear(n_in, st["out_features"], bias=False))
+            shape = (st["out_features"],)
+        if min(shape) < 1:
+            raise ValueError(f"stages.{i} ({t}) leaves an empty output of shape {shape}")
+    return nn.Sequential(*mods)
