@@ -1,0 +1,27 @@
+"""Export the discovered structure: a versioned JSON spec, and exporters in a registry.
+
+``EXPORTERS.create(name)(spec, path)`` writes ``spec`` in the exporter's format. Built in:
+``json`` (the spec itself). Plugins add more through the ``structlearn.plugins`` entry
+point group (e.g. ``plugins/structlearn-nas`` adds ``optuna_space``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from structlearn.io import atomic_write_json
+from structlearn.registry import Registry
+
+from .spec import build_module, make_spec, validate_spec  # noqa: F401
+
+Exporter = Callable[[dict[str, Any], Path], None]
+EXPORTERS: Registry[Exporter] = Registry("exporter")
+
+
+@EXPORTERS.register("json")
+def _json_exporter_factory() -> Exporter:
+    def write(spec: dict[str, Any], path: Path) -> None:
+        validate_spec(spec)
+        atomic_write_json(path, spec)
+
+    return write
