@@ -76,4 +76,8 @@ def run(args: argparse.Namespace) -> int:
                                     "single_tile_fraction", "recon_rel_error", "code_kurtosis", "seconds") if k in summary}
     print(json.dumps(show, indent=2))
     print(f"wrote {run_dir}/summary.json", file=sys.stderr)
+    from structlearn.structure.readout import format_structure_table, run_structure
+
+    print(format_structure_table(run_structure(run_dir, data=trainer.data)))  # read-out failures are recorded, not raised
+    print(f"wrote {run_dir}/structure.json", file=sys.stderr)
     return 0

@@ -1,0 +1,310 @@
+"""The structure of a trained dense layer, in numbers: what ``structure.json`` holds.
+
+For a first layer (its inputs are images ``H x W``) with filters ``W: (n_units, H, W)``:
+
+- ``density``, ``empty_units``: share of non-zero weights; units with none left;
+- ``receptive_fields``: medians of spread, best-window energy, participation ratio and
+  kurtosis (:mod:`structlearn.structure.receptive_fields`); tile purity for mosaics
+  (:mod:`structlearn.structure.locality`);
+- ``gabor``: median Gabor-fit R^2, frequency, widths, Ringach's (n_x, n_y)
+  (:mod:`structlearn.structure.gabor`);
+- ``conv``: channels, kernel size, stride, padding, coverage, pooling
+  (:func:`structlearn.structure.conv.conv_from_filters`) and the equivalence error
+  ``||dense(x) - conv(x)|| / ||dense(x)||`` on real held-out inputs ``x``; for mosaics, the
+  tile containment of the channel kernels (:func:`kernel_tile_containment`).
+
+A read-out that has nothing to read (no weight sharing on a tiny run, all units empty, a
+layer whose inputs are not images) is not an error of the run: its section holds
+``{"error": reason}`` instead.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from structlearn.structure.conv import ConvReadout, conv_from_filters, equivalence_error
+from structlearn.structure.gabor import GaborFit, fit_gabor, gabor_summary
+from structlearn.structure.locality import locality_summary, single_tile, tile_purity
+from structlearn.structure.receptive_fields import check_filters, receptive_field_stats, receptive_field_summary
+
+__all__ = ["LayerStructure", "format_structure_table", "kernel_tile_containment", "placed_kernels",
+           "read_layer", "run_structure"]
+
+STRUCTURE_VERSION = 1
+
+
+@dataclass
+class LayerStructure:
+    summary: dict[str, Any]  # JSON-ready numbers (the layer's entry in structure.json)
+    gabor: GaborFit | None  # per-unit fits (None when the fit failed)
+    conv: ConvReadout | None  # the convolution read-out (None when there is none)
+
+
+def placed_kernels(readout: ConvReadout) -> Tensor:
+    """Each covered unit's channel kernel placed where the conv puts it, cut to the image:
+    ``(n_covered, H, W)`` with ``K_c`` at top-left ``(o_y s_y - p_y, o_x s_x - p_x)``."""
+    k = readout.kernel_size
+    h, w = readout.input_shape
+    cov = readout.covered
+    ch, oy, ox = readout.channel[cov], readout.out_y[cov], readout.out_x[cov]
+    top = oy * readout.stride[0] - readout.padding[0]  # (m,), in [-(k-1), H-1]
+    left = ox * readout.stride[1] - readout.padding[1]
+    m = int(cov.sum())
+    canvas = torch.zeros(m, h + 2 * k, w + 2 * k, dtype=readout.kernels.dtype, device=readout.kernels.device)
+    ar = torch.arange(k, device=canvas.device)
+    rows = (top + k)[:, None, None] + ar[None, :, None]  # (m, k, 1)
+    cols = (left + k)[:, None, None] + ar[None, None, :]  # (m, 1, k)
+    canvas[torch.arange(m, device=canvas.device)[:, None, None], rows, cols] = readout.kernels[ch]
+    return canvas[:, k:k + h, k:k + w]
+
+
+def _tile_size(tile_map: Tensor) -> tuple[int, int]:
+    """Largest row and column extent of any tile of a ``(H, W)`` tile map."""
+    hs, ws = [], []
+    for t in torch.unique(tile_map):
+        r, c = (tile_map == t).nonzero(as_tuple=True)
+        hs.append(int(r.max() - r.min()) + 1)
+        ws.append(int(c.max() - c.min()) + 1)
+    return max(hs), max(ws)
+
+
+def kernel_tile_containment(readout: ConvReadout, tile_map: Tensor, rel_support: float = 0.1) -> dict[str, Any]:
+    """Do the conv kernels fit inside one mosaic tile?
+
+    A kernel's support is ``|K| >= rel_support * max|K|`` (the default pruner's rule). Per channel:
+    the support's bounding box ``(rows, cols)``, ``fits_tile`` (box within the tile size) and the
+    share of its placements (one per covered unit) whose support lies in a single tile. Overall:
+    ``single_tile_fraction`` over covered units and the median energy share of a placed kernel in
+    its dominant tile (``tile_purity_median``; chance ``1 / n_tiles``).
+    """
+    if not 0 <= rel_support < 1:
+        raise ValueError(f"rel_support={rel_support!r} out of range; allowed: [0, 1)")
+    if tuple(tile_map.shape) != tuple(readout.input_shape):
+        raise ValueError(f"tile_map shape {tuple(tile_map.shape)} != input shape {tuple(readout.input_shape)}")
+    if not bool(readout.covered.any()):
+        raise ValueError("no unit is covered by a channel; no kernel placement to check")
+    k = readout.kernels
+    support = k.abs() >= rel_support * k.abs().flatten(1).amax(1)[:, None, None]  # (C, k, k)
+    th, tw = _tile_size(tile_map)
+    placed = placed_kernels(readout)  # (m, H, W)
+    placed_support = torch.where(placed.abs() >= rel_support * placed.abs().flatten(1).amax(1).clamp_min(1e-30)[:, None, None],
+                                 torch.ones_like(placed), torch.zeros_like(placed))
+    tm = tile_map.to(placed.device)
+    one = single_tile(placed_support, tm)  # (m,)
+    pur = tile_purity(placed, tm)  # (m,)
+    ch = readout.channel[readout.covered]
+    channels = []
+    for c in range(k.shape[0]):
+        r, q = support[c].nonzero(as_tuple=True)
+        box = (int(r.max() - r.min()) + 1, int(q.max() - q.min()) + 1)
+        sel = ch == c
+        channels.append({"channel": c, "units": int(sel.sum()), "support_box": list(box),
+                         "fits_tile": box[0] <= th and box[1] <= tw,
+                         "single_tile_fraction": float(one[sel].double().mean()) if bool(sel.any()) else float("nan")})
+    return {
+        "tile_size": [th, tw],
+        "rel_support": rel_support,
+        "channels_fit_tile": sum(c["fits_tile"] for c in channels),
+        "single_tile_fraction": float(one.double().mean()),
+        "tile_purity_median": float(pur.median()),
+        "chance_purity": 1.0 / int(torch.unique(tile_map).numel()),
+        "per_channel": channels,
+    }
+
+
+def _section(fn, *args, **kwargs) -> tuple[Any, dict[str, Any]]:
+    """Run one read-out; a ``ValueError`` (nothing to read) becomes ``{"error": reason}``."""
+    try:
+        return fn(*args, **kwargs), {}
+    except ValueError as e:
+        return None, {"error": str(e)}
+
+
+def read_layer(
+    filters: Tensor,
+    *,
+    inputs: Tensor | None = None,
+    tile_map: Tensor | None = None,
+    groups: Tensor | None = None,
+    gabor_steps: int = 300,
+    gabor_starts: int = 4,
+    conv_kwargs: dict[str, Any] | None = None,
+) -> LayerStructure:
+    """Every read-out of one image layer.
+
+    Args:
+        filters: ``(n_units, H, W)`` effective (pruned) weights.
+        inputs: ``(n_samples, H, W)`` real held-out inputs for the equivalence error (None: skipped).
+        tile_map: ``(H, W)`` long for mosaics: tile purity and the kernels' tile containment.
+        groups: ``(n_units,)`` group id per unit (group sparse coding, pooled energy) -> pooling.
+        gabor_steps, gabor_starts: :func:`fit_gabor` budget.
+        conv_kwargs: extra arguments of :func:`conv_from_filters` (threshold, max_shift, ...).
+    """
+    check_filters(filters)
+    f = filters.detach()
+    n, h, w = f.shape
+    out: dict[str, Any] = {"input_shape": [h, w], "n_units": n}
+    loc = locality_summary(f, tile_map)
+    out["density"] = loc["density"]
+    out["empty_units"] = loc["empty_units"]
+    rf, err = _section(lambda: receptive_field_summary(receptive_field_stats(f, k=min(5, h, w))))
+    out["receptive_fields"] = err or {**rf, **{k: v for k, v in loc.items()
+                                               if k.startswith(("tile_purity", "single_tile", "chance", "participation"))}}
+    fit, err = _section(fit_gabor, f, steps=gabor_steps, n_starts=gabor_starts)
+    summary, err2 = (None, err) if fit is None else _section(gabor_summary, fit)
+    out["gabor"] = err2 or summary
+    readout, err = _section(conv_from_filters, f, groups=groups, **(conv_kwargs or {}))
+    if readout is None:
+        out["conv"] = err
+    else:
+        conv = readout.to_dict()
+        conv["units_per_channel"] = torch.bincount(readout.channel[readout.covered], minlength=readout.channels).tolist()
+        if inputs is None:
+            conv["equivalence_error"] = None
+        else:
+            e, err = _section(equivalence_error, f, readout, inputs.reshape(-1, h, w))
+            conv["equivalence_error"] = float(e) if e is not None else err["error"]
+            conv["equivalence_inputs"] = int(inputs.shape[0])
+        if tile_map is not None:
+            tc, err = _section(kernel_tile_containment, readout, tile_map)
+            conv["tile_containment"] = err or tc
+        out["conv"] = conv
+    return LayerStructure(out, fit, readout)
+
+
+def _groups_of(obj: Any, lcfg: Any, n_units: int) -> Tensor | None:
+    """Unit groups for the pooling read-out: the objective's ``groups`` (group sparse coding) or
+    the pooled-energy nonlinearity's consecutive groups."""
+    g = getattr(obj, "groups", None)
+    if isinstance(g, Tensor) and g.shape == (n_units,):
+        return g.cpu().long()
+    if lcfg.nonlinearity == "pool_energy" and lcfg.pool_group > 1:
+        return torch.arange(n_units) // lcfg.pool_group
+    return None
+
+
+def run_structure(run_dir: str | Path, *, data: Any = None, write: bool = True, gabor_steps: int = 300,
+                  max_inputs: int = 2000, pngs: bool = True) -> dict[str, Any]:
+    """Read the structure of every finished layer of a run folder; write ``structure.json``
+    (and ``structure_gabor_layer0.png``, ``structure_kernels_layer0.png``) there when ``write``.
+
+    ``data`` is the run's :class:`~structlearn.data.prepare.Prepared` (rebuilt from the run's
+    seed when ``None``); the equivalence error uses up to ``max_inputs`` held-out samples.
+    """
+    from structlearn.data.prepare import prepare
+    from structlearn.io import atomic_write_json, load_checkpoint
+    from structlearn.rundir import read_run_config
+    from structlearn.train import build_objective, derive_seed
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    if data is None:
+        data = prepare(cfg.data, derive_seed(cfg.seed, "data"))
+    layers: list[dict[str, Any]] = []
+    for li, lcfg in enumerate(cfg.layers):
+        path = run_dir / f"layer{li}.pt"
+        entry: dict[str, Any] = {"layer": li, "objective": lcfg.objective}
+        if not path.is_file():
+            entry["error"] = f"{path.name} is missing: the run has not finished layer {li}"
+            layers.append(entry)
+            continue
+        st = load_checkpoint(path)
+        W = (st["weight"] * st["mask"]).float()  # (n_units, n_in)
+        entry["density"] = float((W != 0).double().mean())
+        entry["n_units"] = int(W.shape[0])
+        if li > 0:
+            entry["error"] = (f"layer {li} reads the codes of layer {li - 1}, not an image: no spatial read-out "
+                              "(receptive fields, Gabor fit, convolution) for it")
+            layers.append(entry)
+            continue
+        shape = tuple(st["input_shape"])
+        filters = W.reshape(W.shape[0], *shape)
+        obj = build_objective(lcfg, W.shape[1], shape, cfg.seed, li, torch.device("cpu"), torch.float32)
+        groups = _groups_of(obj, lcfg, W.shape[0])
+        x = data.test[:max_inputs].float().reshape(-1, *shape)
+        ls = read_layer(filters, inputs=x, tile_map=data.tile_map, groups=groups, gabor_steps=gabor_steps)
+        entry.update(ls.summary)
+        if write and pngs:
+            entry["pngs"] = _layer_pngs(run_dir, li, filters, ls)
+        layers.append(entry)
+    out = {"version": STRUCTURE_VERSION, "run": run_dir.name, "kind": cfg.data.kind,
+           "input_shape": list(data.input_shape), "layers": layers}
+    if cfg.data.kind == "mosaic":
+        out["tile"] = list(cfg.data.tile)
+        out["grid"] = list(cfg.data.grid)
+    if write:
+        atomic_write_json(run_dir / "structure.json", out)
+    return out
+
+
+def _layer_pngs(run_dir: Path, li: int, filters: Tensor, ls: LayerStructure) -> list[str]:
+    """Filters beside their Gabor fits (first 64 non-empty units) and the conv kernels."""
+    from structlearn.viz.gabor_montage import save_gabor_montage
+    from structlearn.viz.montage import filters_to_rgb, save_png, upscale
+
+    names = []
+    live = (filters.flatten(1).abs().amax(1) > 0).nonzero()[:, 0][:64]
+    if ls.gabor is not None and live.numel():
+        sub = GaborFit(**{k: v[live] for k, v in ls.gabor.as_dict().items()})
+        name = f"structure_gabor_layer{li}.png"
+        save_gabor_montage(run_dir / name, filters[live], sub, max_units=64, min_side=768)
+        names.append(name)
+    if ls.conv is not None:
+        name = f"structure_kernels_layer{li}.png"
+        save_png(run_dir / name, upscale(filters_to_rgb(ls.conv.kernels.cpu().double().numpy()), 384))
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------- table
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{nd}g}"
+    if isinstance(v, (list, tuple)):
+        return "x".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def format_structure_table(structure: dict[str, Any]) -> str:
+    """A markdown table, one row per layer, then one line per failed read-out with its reason."""
+    cols = ["layer", "units", "density", "channels", "kernel", "stride", "pool", "coverage", "equiv. err",
+            "Gabor R2 (median)", "kernels in 1 tile"]
+    rows, notes = [], []
+    for e in structure.get("layers", []):
+        conv = e.get("conv") or {}
+        gab = e.get("gabor") or {}
+        tc = conv.get("tile_containment") or {}
+        pool = conv.get("pooling")
+        eq = conv.get("equivalence_error")
+        rows.append([
+            _fmt(e.get("layer")), _fmt(e.get("n_units")), _fmt(e.get("density")),
+            _fmt(conv.get("channels")), _fmt(conv.get("kernel_size")), _fmt(conv.get("stride")),
+            _fmt(pool["kernel_size"]) + "/" + _fmt(pool["stride"]) if pool else "-",
+            _fmt(conv.get("coverage")), _fmt(eq) if not isinstance(eq, str) else "n/a",
+            _fmt(gab.get("median_r2")),
+            f"{tc['channels_fit_tile']}/{conv.get('channels')} ch, {tc['single_tile_fraction']:.2f} units"
+            if "channels_fit_tile" in tc else "-",
+        ])
+        for key in ("error",):
+            if key in e:
+                notes.append(f"layer {e.get('layer')}: {e[key]}")
+        for sec in ("receptive_fields", "gabor", "conv"):
+            if isinstance(e.get(sec), dict) and "error" in e[sec]:
+                notes.append(f"layer {e.get('layer')} {sec}: {e[sec]['error']}")
+        if isinstance(eq, str):
+            notes.append(f"layer {e.get('layer')} equivalence error: {eq}")
+        if "error" in tc:
+            notes.append(f"layer {e.get('layer')} tile containment: {tc['error']}")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines + ([""] + notes if notes else []))
