@@ -323,10 +323,22 @@ def binned_mutual_information(
     batch = x.shape[:-1]
     bx = bin_index(x.reshape(-1, n), n_bins, value_range, binning)  # (B, N)
     by = bin_index(y.reshape(-1, n), n_bins, value_range, binning)
-    b = bx.shape[0]
-    cells = n_bins * n_bins
-    flat = bx * n_bins + by + cells * torch.arange(b, device=x.device)[:, None]  # (B, N)
     dtype = x.dtype if x.is_floating_point() else torch.float64
+    return mutual_information_from_bins(bx, by, n_bins, miller_madow, dtype).reshape(batch)
+
+
+def mutual_information_from_bins(
+    bx: Tensor, by: Tensor, n_bins: int, miller_madow: bool = True, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Plug-in MI (+ Miller-Madow) of bin labels ``bx, by`` in ``[0, n_bins)``.
+
+    ``bx: (B, N)`` or ``(1, N)`` (broadcast), ``by: (B, N)`` long -> ``(B,)`` in ``dtype``.
+    One ``bincount`` over all rows: ``(B, n_bins, n_bins)`` joint counts.
+    """
+    n = by.shape[-1]
+    b = max(bx.shape[0], by.shape[0])
+    cells = n_bins * n_bins
+    flat = bx * n_bins + by + cells * torch.arange(b, device=by.device)[:, None]  # (B, N)
     p = torch.bincount(flat.reshape(-1), minlength=b * cells).reshape(b, n_bins, n_bins).to(dtype) / n
     px, py = p.sum(2), p.sum(1)  # (B, n_bins)
     h = lambda q: -torch.special.xlogy(q, q).flatten(1).sum(1)  # noqa: E731
@@ -334,7 +346,7 @@ def binned_mutual_information(
     if miller_madow:
         m = (px > 0).sum(1) + (py > 0).sum(1) - (p > 0).flatten(1).sum(1) - 1
         mi = mi + m.to(dtype) / (2 * n)
-    return mi.reshape(batch)
+    return mi
 
 
 # ----------------------------------------------------------------------------- null

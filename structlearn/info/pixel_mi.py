@@ -28,7 +28,11 @@ The curve reports the estimate, the null's mean and its upper ``quantile`` (0.95
 estimate at or below the upper quantile is "inside the null". Natural images: MI falls
 with distance (yet stays above the null at long range, partly because both pixels share
 one image's intensity statistics). Mosaics (Yuan et al. 2021): cross-tile pairs are
-independent, so their MI must sit inside the null at every distance.
+independent, so their MI must sit inside the null at every distance. When ``D`` distances
+are judged together, use ``quantile = 1 - alpha / D`` (Bonferroni) with ``n_null`` of a few
+times ``D / alpha``; at 0.95 one of 20 independent distances falls outside by chance.
+Feature maps ``(n, C, H, W)`` of a convolution-like layer go in as ``(n * C, H, W)``
+(pairs within one channel).
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ from torch import Tensor
 
 from structlearn.info.estimators import (
     KSGMutualInformation,
-    binned_mutual_information,
+    bin_index,
+    mutual_information_from_bins,
     summarize_null,
 )
 
@@ -114,24 +119,24 @@ class MosaicMICurve:
 
 
 # ----------------------------------------------------------------------------- shared
-def _mi_and_null(
-    x: Tensor,
-    y: Tensor,
-    y_null: Tensor,
-    estimator: str,
-    n_bins: int,
-    value_range: tuple[float, float],
-    k: int,
-) -> tuple[Tensor, Tensor]:
-    """``x, y: (N,)``, ``y_null: (n_null, N)`` -> (estimate (), null samples (n_null,))."""
+def _source(values: Tensor, estimator: str, n_bins: int, value_range: tuple[float, float]) -> Tensor:
+    """What pairs are read from: bin labels (binned, computed once for all pixels) or the
+    float64 values (KSG). Same shape as ``values``."""
     if estimator == "binned":
-        ys = torch.cat([y[None], y_null]).double()  # (1 + n_null, N)
-        xs = x.double().expand_as(ys)
-        mi = binned_mutual_information(xs, ys, n_bins, value_range)  # (1 + n_null,)
+        return bin_index(values.reshape(1, -1), n_bins, value_range).reshape(values.shape)
+    return values.to(torch.float64)
+
+
+def _mi_and_null(x: Tensor, y: Tensor, y_null: Tensor, estimator: str, n_bins: int, k: int) -> tuple[Tensor, Tensor]:
+    """``x, y: (N,)``, ``y_null: (n_null, N)`` read from :func:`_source` ->
+    (estimate (), null samples (n_null,))."""
+    ys = torch.cat([y[None], y_null])  # (1 + n_null, N)
+    if estimator == "binned":
+        mi = mutual_information_from_bins(x[None], ys, n_bins)  # (1 + n_null,)
         return mi[0], mi[1:]
     # KSG on quantised pixels: ties are broken by jitter at 1e-3 of each variable's std.
     est = KSGMutualInformation(k=k, jitter=1e-3)
-    mi = torch.stack([est(x, yy) for yy in torch.cat([y[None], y_null])])
+    mi = torch.stack([est(x, yy) for yy in ys])
     return mi[0], mi[1:]
 
 
@@ -246,6 +251,7 @@ def pixel_mi_vs_distance(
     if value_range is None:
         vals = torch.cat([stack[i, : h, : w].reshape(-1) for i, (h, w) in enumerate(sizes.tolist())])
         value_range = (float(vals.min()), float(vals.max()))
+    src = _source(stack, estimator, n_bins, value_range)  # (n_img, H_max, W_max)
     weights = (sizes[:, 0] * sizes[:, 1]).double().cpu()
     rows = []
     for r in ds:
@@ -255,8 +261,8 @@ def pixel_mi_vs_distance(
         if m < 2:
             raise ValueError(f"distance {r} ({direction}) fits in no image; allowed: r < image height/width")
         i, p, q = i.to(dev), p.to(dev), q.to(dev)
-        x = stack[i, p[:, 0], p[:, 1]]  # (N,)
-        y = stack[i, q[:, 0], q[:, 1]]
+        x = src[i, p[:, 0], p[:, 1]]  # (N,)
+        y = src[i, q[:, 0], q[:, 1]]
         if null == "shuffle":
             perm = torch.stack([torch.randperm(m, generator=g) for _ in range(n_null)]).to(dev)
             y_null = y[perm]  # (n_null, N)
@@ -264,8 +270,8 @@ def pixel_mi_vs_distance(
             j = torch.multinomial(weights, n_null * m, replacement=True, generator=g)
             v = torch.rand(n_null * m, 2, generator=g, dtype=torch.float64)
             pos = (v * sizes.cpu()[j]).long()  # (n_null * N, 2) uniform pixel of image j
-            y_null = stack[j.to(dev), pos[:, 0].to(dev), pos[:, 1].to(dev)].reshape(n_null, m)
-        mi, ns = _mi_and_null(x, y, y_null, estimator, n_bins, value_range, k)
+            y_null = src[j.to(dev), pos[:, 0].to(dev), pos[:, 1].to(dev)].reshape(n_null, m)
+        mi, ns = _mi_and_null(x, y, y_null, estimator, n_bins, k)
         s = summarize_null(ns, quantile)
         rows.append((mi, s.mean, s.upper, m))
     return _curve(ds, rows, quantile)
@@ -340,6 +346,7 @@ def mosaic_mi_vs_distance(
     tflat = tm.reshape(-1).cpu()
     if value_range is None:
         value_range = (float(flat.min()), float(flat.max()))
+    src = _source(flat, estimator, n_bins, value_range).reshape(-1)  # (n * H * W,)
     nan = torch.full((), math.nan, dtype=torch.float64, device=dev)
     groups: dict[str, list] = {"within": [], "cross": []}
     for r in ds:
@@ -354,15 +361,16 @@ def mosaic_mi_vs_distance(
             idx = _distinct(n * n_pos, n_pairs, g)  # distinct (mosaic, position pair)
             i, c = idx // n_pos, idx % n_pos
             m = i.numel()
+            row = i.to(dev) * (h * w)  # (m,) offset of mosaic i in src
             pi, qi = p[c].to(dev), q[c].to(dev)
-            xs, ys = flat[i.to(dev), pi], flat[i.to(dev), qi]  # (m,)
+            xs, ys = src[row + pi], src[row + qi]  # (m,)
             if null == "independent":
-                j = _cyclic_derangements(n, n_null, g)[:, i]  # (n_null, m): sigma(i)
-                y_null = flat[j.to(dev), qi[None].expand(n_null, m)]
+                j = _cyclic_derangements(n, n_null, g)[:, i].to(dev)  # (n_null, m): sigma(i)
+                y_null = src[j * (h * w) + qi]
             else:
                 perm = torch.stack([torch.randperm(m, generator=g) for _ in range(n_null)]).to(dev)
                 y_null = ys[perm]
-            mi, ns = _mi_and_null(xs, ys, y_null, estimator, n_bins, value_range, k)
+            mi, ns = _mi_and_null(xs, ys, y_null, estimator, n_bins, k)
             s = summarize_null(ns, quantile)
             groups[name].append((mi, s.mean, s.upper, m))
     return MosaicMICurve(_curve(ds, groups["within"], quantile), _curve(ds, groups["cross"], quantile))
