@@ -294,3 +294,22 @@ def test_bad_sweep_arguments():
                     ({"finetune_steps": -1}, "finetune_steps"), ({"finetune_params": {"lam": -1}}, "lam=-1")]:
         with pytest.raises(ValueError, match=msg):
             density_sweep(obj, x, x, **kw)
+
+
+def test_isotonic_fit_matches_the_pava_closed_forms():
+    from structlearn.prune.sweep import isotonic
+
+    np.testing.assert_allclose(isotonic([1, 3, 2, 4]), [1, 2.5, 2.5, 4])  # one violator pooled
+    np.testing.assert_allclose(isotonic([3, 2, 1]), [2, 2, 2])  # all pooled into the mean
+    np.testing.assert_allclose(isotonic([5, 1, 2, 0], increasing=False), [5, 1.5, 1.5, 0])
+    y = np.random.default_rng(0).normal(size=30)
+    f = isotonic(y)
+    assert np.all(np.diff(f) >= -1e-12) and f.mean() == pytest.approx(y.mean())  # monotone, mean kept
+
+
+def test_monotone_knee_ignores_noise_on_the_plateau():
+    d = np.geomspace(1, 0.01, 11)
+    err = 0.1 + np.maximum(0, np.log(0.1 / d))
+    err[4] -= 0.3  # a lucky fine-tuning run just above the elbow (d = 0.158) pulls the raw knee there
+    assert knee(d, err)["x"] == pytest.approx(d[4])
+    assert knee(d, err, monotone="decreasing")["x"] == pytest.approx(0.1)

@@ -15,7 +15,10 @@ farthest from the chord through the two end points,
     dist_i = |(y_n - y_1)(x_i - x_1) - (x_n - x_1)(y_i - y_1)| / sqrt((x_n - x_1)^2 + (y_n - y_1)^2).
 
 For error-versus-density curves that stay flat and then shoot up as density falls, it is the
-sparsest density before the error takes off.
+sparsest density before the error takes off. Measured errors are noisy (each point is its own
+short fine-tuning), so the sweep takes the knee of their least-squares non-increasing fit in
+density (isotonic regression, pool-adjacent-violators; ``monotone="decreasing"``), the shape
+the error has in expectation; the raw values stay in the table.
 """
 from __future__ import annotations
 
@@ -31,21 +34,42 @@ from structlearn.objectives.base import Objective, check_choice, check_range
 from structlearn.prune.magnitude import magnitude_mask
 from structlearn.structure.receptive_fields import receptive_field_stats
 
-__all__ = ["DEFAULT_DENSITIES", "density_sweep", "format_sweep_table", "knee", "plot_sweep", "run_sweep"]
+__all__ = ["DEFAULT_DENSITIES", "density_sweep", "format_sweep_table", "isotonic", "knee", "plot_sweep", "run_sweep",
+           "summarise_sweep"]
 
 DEFAULT_DENSITIES = (1.0, 0.6, 0.4, 0.25, 0.16, 0.1, 0.063, 0.04, 0.025, 0.016, 0.01)
 
 
-def knee(x: Sequence[float], y: Sequence[float], *, log_x: bool = True) -> dict[str, Any]:
+def isotonic(y: Sequence[float], *, increasing: bool = True) -> np.ndarray:
+    """Least-squares monotone fit of ``y`` (in the given order) by pool-adjacent-violators:
+    ``argmin_f sum (y_i - f_i)^2`` subject to ``f_1 <= f_2 <= ...`` (``>=`` when not increasing)."""
+    v = np.asarray(y, dtype=np.float64) * (1 if increasing else -1)
+    sums: list[float] = []
+    counts: list[int] = []
+    for val in v:
+        sums.append(float(val))
+        counts.append(1)
+        while len(sums) > 1 and sums[-2] / counts[-2] > sums[-1] / counts[-1]:  # violator: pool
+            s, c = sums.pop(), counts.pop()
+            sums[-1] += s
+            counts[-1] += c
+    fit = np.repeat([s / c for s, c in zip(sums, counts)], counts)
+    return fit if increasing else -fit
+
+
+def knee(x: Sequence[float], y: Sequence[float], *, log_x: bool = True, monotone: str | None = None) -> dict[str, Any]:
     """Kneedle knee of ``y(x)`` (module docstring).
 
     Args:
         x: at least 3 distinct positive abscissae (any order), e.g. densities.
         y: the curve at ``x``, finite.
         log_x: use ``log x`` as the abscissa.
+        monotone: ``None`` (use ``y`` as given), ``"decreasing"`` or ``"increasing"``: take the
+            knee of the isotonic fit of ``y`` in ``x`` (:func:`isotonic`).
 
     Returns:
-        ``{"index": i, "x": x_i, "y": y_i, "distance": [dist per point, in the order given]}``.
+        ``{"index": i, "x": x_i, "y": y_i, "distance": [dist per point, in the order given],
+        "fit": [the curve the knee was taken on, in the order given]}``.
     """
     xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if xa.ndim != 1 or xa.shape != ya.shape or xa.size < 3:
@@ -57,18 +81,22 @@ def knee(x: Sequence[float], y: Sequence[float], *, log_x: bool = True) -> dict[
     u = np.log(xa) if log_x else xa
     if np.unique(u).size != u.size:
         raise ValueError("knee: x values must be distinct")
+    if monotone is not None:
+        check_choice("monotone", monotone, ("decreasing", "increasing"))
     order = np.argsort(u)
     u, v = u[order], ya[order]
+    if monotone is not None:
+        v = isotonic(v, increasing=monotone == "increasing")
     span_u = u[-1] - u[0]
     span_v = v.max() - v.min()
     un = (u - u[0]) / span_u
     vn = (v - v.min()) / span_v if span_v > 0 else np.zeros_like(v)
     du, dv = un[-1] - un[0], vn[-1] - vn[0]
     dist = np.abs(dv * (un - un[0]) - du * (vn - vn[0])) / math.hypot(du, dv)
-    out = np.empty_like(dist)
-    out[order] = dist
+    out, fit = np.empty_like(dist), np.empty_like(v)
+    out[order], fit[order] = dist, v
     i = int(order[int(np.argmax(dist))])
-    return {"index": i, "x": float(xa[i]), "y": float(ya[i]), "distance": out.tolist()}
+    return {"index": i, "x": float(xa[i]), "y": float(ya[i]), "distance": out.tolist(), "fit": fit.tolist()}
 
 
 @torch.no_grad()
@@ -186,8 +214,9 @@ def summarise_sweep(rows: list[dict[str, Any]], *, mode: str, log_x: bool = True
     metric = _curve_metric(rows)
     out: dict[str, Any] = {"mode": mode, "metric": metric, "rows": rows}
     try:
-        k = knee([r["density"] for r in rows], [r[metric] for r in rows], log_x=log_x)
-        out["knee"] = {"density": k["x"], metric: k["y"], "index": k["index"], "distance": k["distance"]}
+        k = knee([r["density"] for r in rows], [r[metric] for r in rows], log_x=log_x, monotone="decreasing")
+        out["knee"] = {"density": k["x"], metric: k["y"], "index": k["index"], "distance": k["distance"],
+                       "fit": k["fit"], "method": "Kneedle on the non-increasing isotonic fit, log density"}
     except ValueError as e:
         out["knee"] = {"error": str(e)}
     return out
@@ -241,8 +270,10 @@ def plot_sweep(sweep: dict[str, Any], path: str | Path) -> None:
         panels.append(("participation_ratio_mean", "mean participation ratio"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), constrained_layout=True)
     k = sweep.get("knee", {})
-    for ax, (key, label) in zip(np.atleast_1d(axes), panels):
-        ax.plot(d, [r[key] for r in rows], "o-", color="C0")
+    for j, (ax, (key, label)) in enumerate(zip(np.atleast_1d(axes), panels)):
+        ax.plot(d, [r[key] for r in rows], "o-", color="C0", label="measured" if j == 0 else None)
+        if j == 0 and "fit" in k:
+            ax.plot(d, k["fit"], "-", color="C1", lw=1, label="monotone fit")
         if "density" in k:
             ax.axvline(k["density"], color="C3", ls="--", lw=1, label=f"knee d={k['density']:.3g}")
             ax.legend(fontsize=8)
