@@ -202,3 +202,51 @@ def test_augment_bad_inputs():
         augment_groups(x, (4, 4), 0, torch.Generator())
     with pytest.raises(ValueError, match="image_shape"):
         augment_groups(x, (3, 4), 2, torch.Generator())
+
+
+# ---- the MCR^2 objective on planted data ----
+
+def test_mcr2_labels_route_separates_planted_classes():
+    """Three classes on three random 2-D subspaces of R^12, mixed: maximising Delta R with
+    the labels makes the classes' features orthogonal subspaces (Yu et al. 2020, Thm. 2.1)."""
+    from structlearn.models.dense import DenseLayer
+    from structlearn.objectives import OBJECTIVES
+
+    g = torch.Generator().manual_seed(0)
+    bases = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))[0]
+    mix = torch.randn(12, 12, generator=g, dtype=torch.float64)  # makes the subspaces non-orthogonal
+    y = torch.arange(300) % 3
+    coef = torch.randn(300, 2, generator=g, dtype=torch.float64)
+    x = torch.einsum("nc,ncd->nd", coef, bases[:, :6].T.reshape(3, 2, 12)[y]) @ mix.T * 0.3
+    layer = DenseLayer(12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    obj = OBJECTIVES.create("mcr2", layer, generator=g, partition="labels", lr=1e-2)
+    first = obj.train_step(x, labels=y)
+    for _ in range(300):
+        last = obj.train_step(x, labels=y)
+    # optimum: three orthogonal 2-D subspaces, each class spread evenly (Z_j^T Z_j = 50 I_2):
+    # R = 3 log(1 + 12/(300 * 0.5) * 50), R_c = 3 * (100/600) * 2 log(1 + 12/(100 * 0.5) * 50)
+    best = 3 * math.log(1 + 12 / 150 * 50) - math.log(1 + 12 / 50 * 50)
+    assert float(first["delta_R"]) < 0.75 * best < 0.95 * best < float(last["delta_R"]) <= best + 0.05
+    z = obj.encode(x).detach()
+    cos = (z[y == 0] @ z[y == 1].T).abs().mean()  # across classes: near orthogonal
+    assert float(cos) < 0.2, float(cos)
+    with pytest.raises(ValueError, match="labels"):
+        obj.train_step(x)
+
+
+def test_mcr2_augment_route_compresses_augmentations():
+    from structlearn.models.dense import DenseLayer
+    from structlearn.objectives import OBJECTIVES
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 36, generator=g, dtype=torch.float64)
+    layer = DenseLayer(36, 16, (6, 6), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    obj = OBJECTIVES.create("mcr2", layer, generator=g, n_aug=4, lr=1e-2)
+    first = obj.train_step(x)
+    for _ in range(100):
+        last = obj.train_step(x)
+    assert float(last["delta_R"]) > float(first["delta_R"]) + 0.5
+    with pytest.raises(ValueError, match="partition='labels'"):
+        obj.train_step(x, labels=torch.zeros(64, dtype=torch.long))
+    with pytest.raises(ValueError, match="input_shape"):
+        OBJECTIVES.create("mcr2", DenseLayer(36, 8), generator=g)  # flat input: nothing to shift

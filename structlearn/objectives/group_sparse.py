@@ -40,6 +40,35 @@ def group_norms(z: Tensor, groups: Tensor) -> Tensor:
     return sq.index_add(1, groups, z * z).sqrt()
 
 
+def shift_similarity(filters: Tensor, max_shift: int = 2) -> Tensor:
+    """Max normalised cross-correlation over small shifts: ``(k, k)`` with entry
+
+        S_ij = max_{|dy|, |dx| <= max_shift} |<f_i, shift(f_j, dy, dx)>| / (||f_i|| ||f_j||)
+
+    for ``filters: (k, h, w)``; shifts fill with zeros. The absolute value ignores the sign
+    (a filter and its negative are the same feature). All shifts are one batched product."""
+    if filters.ndim != 3:
+        raise ValueError(f"filters must be (k, h, w); got {tuple(filters.shape)}")
+    k, h, w = filters.shape
+    s = int(max_shift)
+    if not 0 <= s < min(h, w):
+        raise ValueError(f"max_shift={max_shift} out of range; allowed: [0, {min(h, w) - 1}]")
+    f = filters / filters.flatten(1).norm(dim=1).clamp_min(torch.finfo(filters.dtype).tiny)[:, None, None]
+    pad = torch.nn.functional.pad(f, (s, s, s, s))  # (k, h + 2s, w + 2s)
+    win = pad.unfold(1, h, 1).unfold(2, w, 1)  # (k, 2s+1, 2s+1, h, w): every shifted copy
+    shifted = win.reshape(k, -1, h * w)  # (k, S, h*w)
+    corr = torch.einsum("id,jsd->sij", f.flatten(1), shifted)  # (S, k, k)
+    return corr.abs().amax(0)
+
+
+def within_across(similarity: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+    """Off-diagonal entries of a ``(k, k)`` similarity split into pairs of units in the same
+    group and pairs in different groups: ``(within, across)``, two 1-D tensors."""
+    same = groups[:, None] == groups[None, :]
+    off = ~torch.eye(len(groups), dtype=torch.bool, device=similarity.device)
+    return similarity[same & off], similarity[~same]
+
+
 @OBJECTIVES.register("group_sparse_coding")
 class GroupSparseCoding(SparseCoding):
     name = "group_sparse_coding"

@@ -25,8 +25,8 @@ The partition ``Pi``:
   ``(seed, step)``, so runs are reproducible and resumable.
 - ``partition='labels'``: the caller passes integer class labels with the batch,
   ``train_step(x, labels=y)`` and ``loss(x, labels=y)`` with ``y: (n,)`` in
-  ``0..n_classes-1``; no augmentation. Use it from your own loop over labelled data
-  (:mod:`structlearn.data` labelled sets give ``(x, y)`` pairs).
+  ``0..n_classes-1``; no augmentation. Use it from your own loop over labelled data (the
+  trainer's minibatches carry no labels, so from YAML only ``augment`` applies).
 """
 from __future__ import annotations
 
