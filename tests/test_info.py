@@ -1,13 +1,13 @@
 """Information estimators and pixel MI: closed forms, parity with float64 references,
 invariances, the shuffle null and the pixel-MI curves on bundled images.
 
-Tolerances (nats), all measured with the commands in the lead's report:
+Tolerances (nats), set from measured errors:
 
 - knn (Kozachenko-Leonenko, k=3, Euclidean, N=10,000), Gaussian with covariance
   A A^T/d + I/2: |H_hat - H - b(d)| <= 0.06 + 0.01 d, with b(d) the bias measured over 4
   seeds (KNN_BIAS below). The bias is below 0.07 for d <= 9 and grows to +3.5 at d = 32
   (positive: neighbourhoods are no longer small against the density's curvature; the
-  estimator's bias is O(N^{-2/d}), Berrett, Samworth and Yuan 2019), so above ~10
+  bias decays only roughly like N^{-2/d}, Berrett, Samworth and Yuan 2019), so above ~10
   dimensions only differences at equal N and k are meaningful.
 - gaussian log-det: |err| <= 4 sqrt(d / 2N) + d(d+1)/(4N) (sampling sd of 1/2 logdet of a
   Wishart matrix plus its first-order bias); bias-corrected: mean error within 4 SE.
@@ -45,7 +45,7 @@ torch.set_num_threads(1)
 F64 = torch.float64
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-# Mean of H_hat - H over seeds 100..103 (python /tmp/kl_sweep.py 3 euclidean; see report).
+# Mean of H_hat - H for gaussian_sample(d, 10_000, seed) over seeds 100..103, k = 3, Euclidean.
 KNN_BIAS = {
     1: -0.004, 2: -0.004, 3: -0.020, 4: -0.035, 5: -0.042, 6: -0.048, 7: -0.061, 8: -0.027,
     9: -0.002, 10: 0.061, 11: 0.152, 12: 0.192, 13: 0.324, 14: 0.387, 15: 0.486, 16: 0.612,

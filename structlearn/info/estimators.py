@@ -35,7 +35,8 @@ through :func:`normalize` with the estimator's ``normalization`` attribute:
   constant ``d/2 log(2 pi e)``; after whitening the k-NN estimate measures only
   non-Gaussianity, ``H(Z_white) = d/2 log(2 pi e) - negentropy``.)
 - ``ksg`` -> ``"standardize"``: MI is invariant to invertible per-variable maps, but the
-  estimator's max-norm neighbourhoods are not; Kraskov et al. standardise each variable.
+  estimator's max-norm neighbourhoods are not; standardising each variable is the usual
+  practice (scikit-learn's ``mutual_info_regression`` scales to unit variance too).
 - ``binned`` -> ``"none"``: its bins span each variable's range (or a given range), so it
   is already invariant to affine maps of each variable.
 
@@ -43,8 +44,8 @@ Duplicates. Repeated points (8-bit pixels, sparse codes with exact zeros) give z
 distances and ``log 0``. The k-NN and KSG estimators add ``jitter * std_j * n`` to feature
 ``j``, with ``n ~ N(0, 1)`` drawn from the ``generator`` argument (a fresh
 ``torch.Generator`` seeded with 0 on the input's device when ``None``, so results are
-reproducible). The default ``jitter = 1e-10`` is the "very low-amplitude noise" of Kraskov
-et al. (2004, Sec. II); it breaks ties without moving any estimate measurably. It does NOT
+reproducible). The default ``jitter = 1e-10`` is the low-amplitude noise that Kraskov
+et al. (2004) add against degeneracies; it breaks ties without moving any estimate measurably. It does NOT
 make the entropy of a distribution with point masses finite: that entropy is ``-inf``; use
 a larger ``jitter`` as an explicit additive-noise level (and report it), the coding rate,
 or the binned estimator. A zero k-NN distance left after jitter raises ``ValueError``.
@@ -200,7 +201,7 @@ def kl_entropy(z: Tensor, k: int = 3, metric: str = "euclidean", chunk_size: int
     ``H_hat = psi(N) - psi(k) + log V_d + d/N sum_i log rho_k(i)``
 
     with ``rho_k(i)`` the distance from ``z_i`` to its ``k``-th nearest other point in
-    ``metric`` and ``V_d`` the volume of that norm's unit ball (Kraskov et al. 2004, eq. 20,
+    ``metric`` and ``V_d`` the volume of that norm's unit ball (Kraskov et al. 2004
     writes the same with ``eps = 2 rho`` and the unit-diameter ball). ``z: (N, d)``.
     Consistent for any fixed ``k``; its finite-``N`` bias grows quickly with ``d`` (negative
     for Gaussians: neighbourhoods are not small compared with the curvature of the
@@ -234,10 +235,10 @@ def ksg_mutual_information(
 
     - algorithm 1: ``eps_i`` = distance to the k-th joint neighbour,
       ``n_x(i) = #{j : |x_i - x_j| < eps_i}``;
-      ``I = psi(k) + psi(N) - < psi(n_x + 1) + psi(n_y + 1) >``   (eq. 8)
+      ``I = psi(k) + psi(N) - < psi(n_x + 1) + psi(n_y + 1) >``
     - algorithm 2: ``eps_x(i)`` = largest x-distance among the k joint neighbours,
       ``n_x(i) = #{j : |x_i - x_j| <= eps_x(i)}``;
-      ``I = psi(k) - 1/k + psi(N) - < psi(n_x) + psi(n_y) >``       (eq. 9)
+      ``I = psi(k) - 1/k + psi(N) - < psi(n_x) + psi(n_y) >``
 
     Memory: per block of query rows three ``(chunk, N)`` matrices (x, y and joint
     distances); the top-k and the counts are taken per block.
