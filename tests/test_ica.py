@@ -9,6 +9,7 @@ from structlearn.data.whiten import ZCA
 from structlearn.functional.ica import (
     amari_index,
     extended_signs,
+    infomax_log_density,
     infomax_negative_log_likelihood,
     infomax_score,
     log_cosh,
@@ -66,8 +67,6 @@ def test_scores_are_minus_log_density_derivatives():
     u = torch.linspace(-4, 4, 41, dtype=torch.float64).reshape(-1, 1).repeat(1, 2).requires_grad_()
     signs = torch.tensor([1.0, -1.0], dtype=torch.float64)
     for score, s in (("logistic", None), ("tanh", None), ("extended", signs)):
-        from structlearn.functional.ica import infomax_log_density
-
         (grad,) = torch.autograd.grad(infomax_log_density(u, score, s).sum(), u)
         torch.testing.assert_close(infomax_score(u, score, s), -grad)
     x = torch.tensor([-800.0, -1.0, 0.0, 2.0, 800.0], dtype=torch.float64)
