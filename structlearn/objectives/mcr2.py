@@ -11,6 +11,11 @@ against R_c; ``gam1 = gam2 = 1`` and ``sparsity = 0`` is plain ``-Delta R``. The
 ``R``, ``Rc`` and ``delta_R`` are always the unweighted terms at ``eps2``. ``eps2`` is eps^2
 (the reference code's ``eps``); 0.5 is the reference value. The reference self-supervised
 command used ``gam1 = 20`` (ryanchankh/mcr2 README, ``train_unsup.py --gam1 20 --eps 0.5``).
+``unit_norm`` (default) projects the rows of W back to unit norm after every step, as
+sparse coding does for its atoms: ``z = normalize(x W^T)`` ignores a global scale but not
+per-unit scales, and without the projection a few units grow, dominate every ``z`` and
+starve the others of gradient (on mosaics about 40% of the units then stayed at their
+random initialisation).
 ``sparsity > 0`` is the sparse rate reduction variant ``Delta R - lambda ||Z||_1``
 (registered as ``mcr2_sparse``; Yu et al. 2023, "White-box transformers via sparse rate
 reduction", use the same trade-off with an L0/L1 term).
@@ -61,15 +66,17 @@ class MCR2(Objective):
         flip: bool = True,
         contrast: float = 0.2,
         noise: float = 0.0,
-        lr: float = 1e-3,
+        unit_norm: bool = True,
+        lr: float = 1e-2,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(layer)
         self.check_params(eps2=eps2, gam1=gam1, gam2=gam2, sparsity=sparsity, partition=partition, n_aug=n_aug,
-                          max_shift=max_shift, flip=flip, contrast=contrast, noise=noise, lr=lr)
+                          max_shift=max_shift, flip=flip, contrast=contrast, noise=noise, unit_norm=unit_norm, lr=lr)
         self.eps2, self.gam1, self.gam2, self.sparsity = float(eps2), float(gam1), float(gam2), float(sparsity)
         self.partition, self.n_aug = partition, int(n_aug)
         self.max_shift, self.flip, self.contrast, self.noise = int(max_shift), bool(flip), float(contrast), float(noise)
+        self.unit_norm = bool(unit_norm)
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
         dev = layer.weight.device
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.long, device=dev))  # saved, so resume repeats it
@@ -77,6 +84,7 @@ class MCR2(Objective):
         self.optimizer = torch.optim.Adam([layer.weight], lr=float(lr))
         with torch.no_grad():
             layer.apply_mask_()
+            self._normalize_rows_()
 
     lr = optimizer_setting("lr", float)
 
@@ -91,7 +99,7 @@ class MCR2(Objective):
                 check_range(k, v, 2, None)
             elif k == "contrast":
                 check_range(k, v, 0, 1, high_open=True)
-            elif k == "flip":
+            elif k in ("flip", "unit_norm"):
                 check_choice(k, v, (True, False))
             elif k == "partition":
                 check_choice(k, v, PARTITIONS)
@@ -102,6 +110,12 @@ class MCR2(Objective):
             raise ValueError(f"partition='augment' needs layer.input_shape ending in (h, w) with "
                              f"max_shift < min(h, w); got input_shape={shape}, max_shift={max_shift}; "
                              f"allowed: an image-shaped layer, or partition='labels'")
+
+    @torch.no_grad()
+    def _normalize_rows_(self) -> None:
+        if self.unit_norm:
+            w = self.layer.weight
+            w.div_(w.norm(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny))
 
     def encode(self, x: Tensor) -> Tensor:
         """``normalize(x W^T)``: (n, k), unit-norm rows."""
@@ -139,7 +153,9 @@ class MCR2(Objective):
     def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         xa, groups, k = self._batch(x, labels, int(self.seed + self.steps))
         self.steps.add_(1)
-        return masked_step(self, lambda: self._terms(xa, groups, k))
+        terms = masked_step(self, lambda: self._terms(xa, groups, k))
+        self._normalize_rows_()  # masked entries are zero and stay zero
+        return terms
 
 
 @OBJECTIVES.register("mcr2_sparse")
@@ -148,6 +164,6 @@ class SparseMCR2(MCR2):
 
     name = "mcr2_sparse"
 
-    def __init__(self, layer: DenseLayer, *, sparsity: float = 0.05, **kwargs) -> None:
+    def __init__(self, layer: DenseLayer, *, sparsity: float = 20.0, **kwargs) -> None:
         check_range("sparsity", sparsity, 0, None, low_open=True)
         super().__init__(layer, sparsity=sparsity, **kwargs)

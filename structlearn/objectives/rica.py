@@ -79,7 +79,7 @@ class RICA(Objective):
         self,
         layer: DenseLayer,
         *,
-        lam: float = 0.1,
+        lam: float = 2.0,
         lr: float = 3e-3,
         optimizer: str = "adam",
         lbfgs_iter: int = 20,
