@@ -53,7 +53,8 @@ class SparseCoding(Objective):
         self.register_buffer("A", torch.zeros(k, k, device=w.device, dtype=w.dtype))
         self.register_buffer("B", torch.zeros(k, d, device=w.device, dtype=w.dtype))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=w.device))
-        self._seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        self.register_buffer("seed", torch.tensor(seed, dtype=torch.long))  # re-seeding stream, saved for resume
         with torch.no_grad():
             layer.apply_mask_()
             self._normalize_()
@@ -131,7 +132,7 @@ class SparseCoding(Objective):
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
-        g = torch.Generator(device="cpu").manual_seed(self._seed + int(self.steps))
+        g = torch.Generator(device="cpu").manual_seed(int(self.seed) + int(self.steps))
         pick = torch.randint(residual.shape[0], (n_dead,), generator=g).to(residual.device)
         W = self.layer.weight
         W[dead] = residual[pick] * self.layer.mask[dead]  # residual rows, respecting the mask
