@@ -125,6 +125,8 @@ def test_discover_writes_structure_and_report_prints_or_recomputes_it(tmp_path, 
     assert json.loads((run / "structure.json").read_text())["layers"][0]["density"] == layer["density"]
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(run), "--threshold", "0"]) == 2
+    assert "--threshold=0.0 out of range; allowed: (0, 1]" in capsys.readouterr().err
 
 
 def test_sweep_command_writes_table_png_and_knee(tmp_path, capsys):

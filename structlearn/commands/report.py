@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `structlearn discover`")
     p.add_argument("--recompute", action="store_true", help="recompute structure.json even if it exists")
     p.add_argument("--json", action="store_true", help="print structure.json itself instead of the table")
+    p.add_argument("--threshold", type=float, metavar="NCC",
+                   help="conv read-out: cosine a unit needs to join a channel, in (0, 1] (default 0.9); implies --recompute")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,12 +30,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"run folder {str(run_dir)!r} does not exist")
     path = run_dir / "structure.json"
     structure = None
-    if path.is_file() and not args.recompute:
+    conv_kwargs = {} if args.threshold is None else {"threshold": args.threshold}
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise ValueError(f"--threshold={args.threshold} out of range; allowed: (0, 1]")
+    if path.is_file() and not args.recompute and not conv_kwargs:
         structure = read_json(path)
         if not isinstance(structure, dict) or structure.get("version") != STRUCTURE_VERSION:
             structure = None  # an older or foreign file: recompute
     if structure is None:
-        structure = run_structure(run_dir)
+        structure = run_structure(run_dir, conv_kwargs=conv_kwargs)
     if args.json:
         print(json.dumps(structure, indent=2))
         return 0

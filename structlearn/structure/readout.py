@@ -189,12 +189,13 @@ def _groups_of(obj: Any, lcfg: Any, n_units: int) -> Tensor | None:
 
 
 def run_structure(run_dir: str | Path, *, data: Any = None, write: bool = True, gabor_steps: int = 300,
-                  max_inputs: int = 2000, pngs: bool = True) -> dict[str, Any]:
+                  max_inputs: int = 2000, pngs: bool = True, conv_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read the structure of every finished layer of a run folder; write ``structure.json``
     (and ``structure_gabor_layer0.png``, ``structure_kernels_layer0.png``) there when ``write``.
 
     ``data`` is the run's :class:`~structlearn.data.prepare.Prepared` (rebuilt from the run's
-    seed when ``None``); the equivalence error uses up to ``max_inputs`` held-out samples.
+    seed when ``None``); the equivalence error uses up to ``max_inputs`` held-out samples;
+    ``conv_kwargs`` go to :func:`conv_from_filters` (e.g. ``{"threshold": 0.8}``).
     """
     from structlearn.data.prepare import prepare
     from structlearn.io import atomic_write_json, load_checkpoint
@@ -227,13 +228,14 @@ def run_structure(run_dir: str | Path, *, data: Any = None, write: bool = True, 
         obj = build_objective(lcfg, W.shape[1], shape, cfg.seed, li, torch.device("cpu"), torch.float32)
         groups = _groups_of(obj, lcfg, W.shape[0])
         x = data.test[:max_inputs].float().reshape(-1, *shape)
-        ls = read_layer(filters, inputs=x, tile_map=data.tile_map, groups=groups, gabor_steps=gabor_steps)
+        ls = read_layer(filters, inputs=x, tile_map=data.tile_map, groups=groups, gabor_steps=gabor_steps,
+                        conv_kwargs=conv_kwargs)
         entry.update(ls.summary)
         if write and pngs:
             entry["pngs"] = _layer_pngs(run_dir, li, filters, ls)
         layers.append(entry)
     out = {"version": STRUCTURE_VERSION, "run": run_dir.name, "kind": cfg.data.kind,
-           "input_shape": list(data.input_shape), "layers": layers}
+           "input_shape": list(data.input_shape), "conv_kwargs": dict(conv_kwargs or {}), "layers": layers}
     if cfg.data.kind == "mosaic":
         out["tile"] = list(cfg.data.tile)
         out["grid"] = list(cfg.data.grid)
@@ -242,17 +244,30 @@ def run_structure(run_dir: str | Path, *, data: Any = None, write: bool = True, 
     return out
 
 
-def _layer_pngs(run_dir: Path, li: int, filters: Tensor, ls: LayerStructure) -> list[str]:
-    """Filters beside their Gabor fits (first 64 non-empty units) and the conv kernels."""
+def _layer_pngs(run_dir: Path, li: int, filters: Tensor, ls: LayerStructure, crop: int = 12) -> list[str]:
+    """Filters beside their Gabor fits (first 64 non-empty units; inputs larger than 16 pixels
+    are cut to a ``crop x crop`` window around each unit's centre of mass) and the conv kernels."""
+    from dataclasses import replace
+
+    from structlearn.structure.conv import _crops
     from structlearn.viz.gabor_montage import save_gabor_montage
     from structlearn.viz.montage import filters_to_rgb, save_png, upscale
 
     names = []
     live = (filters.flatten(1).abs().amax(1) > 0).nonzero()[:, 0][:64]
     if ls.gabor is not None and live.numel():
+        f = filters[live]
         sub = GaborFit(**{k: v[live] for k, v in ls.gabor.as_dict().items()})
+        h, w = f.shape[1:]
+        if max(h, w) > 16:  # small units in a large input: show a window around each one
+            c = min(crop, h, w)
+            com = receptive_field_stats(f, k=1)["com"].round().long()  # (m, 2)
+            top = (com[:, 0] - c // 2).clamp(0, h - c)
+            left = (com[:, 1] - c // 2).clamp(0, w - c)
+            f = _crops(f, top, left, c)
+            sub = replace(sub, x0=sub.x0 - left.to(sub.x0.dtype), y0=sub.y0 - top.to(sub.y0.dtype))
         name = f"structure_gabor_layer{li}.png"
-        save_gabor_montage(run_dir / name, filters[live], sub, max_units=64, min_side=768)
+        save_gabor_montage(run_dir / name, f, sub, max_units=64, min_side=768)
         names.append(name)
     if ls.conv is not None:
         name = f"structure_kernels_layer{li}.png"
