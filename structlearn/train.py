@@ -178,21 +178,29 @@ class Trainer:
             lg.log_metrics(step, metrics)
 
     def _save_filters(self, obj: Objective, li: int, tag: str, step: int) -> None:
+        """Montage of all units (grouped by dominant tile, then purity) and a zoomed sample of
+        up to 12 units per tile, for the run folder and W&B."""
         if li != 0 or self.data is None:
             return
         W = obj.layer.filters().cpu()
-        order = None
+        order, sample, tile = None, None, None
         if self.data.tile_map is not None:
             from structlearn.structure.locality import tile_energy
 
-            e = tile_energy(W, self.data.tile_map)
-            pur = tile_purity(W, self.data.tile_map).nan_to_num(0)
-            order = np.lexsort((-pur.numpy(), e.argmax(1).numpy()))  # by dominant tile, then purity
-        img = filters_to_rgb(W.numpy(), order)
+            tile = tuple(self.cfg.data.tile)
+            dom = tile_energy(W, self.data.tile_map).argmax(1).numpy()
+            pur = tile_purity(W, self.data.tile_map).nan_to_num(0).numpy()
+            order = np.lexsort((-pur, dom))  # by dominant tile, then purity
+            sample = np.concatenate([order[dom[order] == t][:12] for t in range(int(dom.max()) + 1)])
+        else:
+            sample = np.arange(min(144, W.shape[0]))
+        images = {f"filters_{tag}": filters_to_rgb(W.numpy(), order, tile=tile),
+                  f"filters_{tag}_sample": filters_to_rgb(W.numpy(), sample, tile=tile)}
         if self.run_dir is not None:
-            save_png(self.run_dir / f"filters_{tag}.png", upscale(img, 768))
+            save_png(self.run_dir / f"filters_{tag}.png", upscale(images[f"filters_{tag}"], 1600))
+            save_png(self.run_dir / f"filters_{tag}_sample.png", upscale(images[f"filters_{tag}_sample"], 900))
         for lg in self.loggers:
-            lg.log_images(step, {f"filters_{tag}": img})
+            lg.log_images(step, images)
 
     # ---------------------------------------------------------------- main loop
     def prepare(self) -> Prepared:
