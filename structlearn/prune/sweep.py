@@ -330,7 +330,11 @@ def run_sweep(
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         data = prepare(cfg.data, derive_seed(cfg.seed, "data"))
         obj = build_objective(lcfg, data.train.shape[1], data.input_shape, cfg.seed, 0, device, dtype)
-        obj.load_state_dict({k: v.to(device) for k, v in dense["objective"].items()})
+        try:
+            obj.load_state_dict({k: v.to(device) for k, v in dense["objective"].items()})
+        except RuntimeError as e:
+            raise ValueError(f"{str(path)!r} does not fit objective {lcfg.objective!r} of this version "
+                             f"(written by another version of structlearn?): {e}") from e
         obj.load_optimizer_state(dense["optimizer"] or {})
         pr = lcfg.prune
         rows = density_sweep(
