@@ -438,3 +438,23 @@ def test_randnet_cli_writes_json_and_scatter(tmp_path):
     assert {n["width"] for n in r["nets"]} <= {8, 64} and r["config"]["n_nets"] == 8
     assert imread(run / "random_nets.png").shape[0] > 200
     assert main(["randnet", "--out", str(out), "--set", "density=[0, 1]"]) == 2
+
+
+def test_storage_specs(tmp_path):
+    import optuna
+
+    from structlearn.depth.storage import is_single_process, make_storage, storage_url_for_display
+
+    assert isinstance(make_storage(None, tmp_path), optuna.storages.RDBStorage) and (tmp_path / "study.db").exists()
+    j = make_storage(f"journal:{tmp_path / 'shared' / 'j.log'}", tmp_path)
+    assert isinstance(j, optuna.storages.JournalStorage) and (tmp_path / "shared" / "j.log").exists()
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # any SQLAlchemy URL passes through unchanged
+    optuna.create_study(storage=make_storage(url, tmp_path), study_name="s")
+    assert optuna.load_study(study_name="s", storage=url).study_name == "s"
+    assert storage_url_for_display("postgresql://me:secret@db.example/optuna", tmp_path) == \
+        "postgresql://me:***@db.example/optuna"
+    assert is_single_process(None) and is_single_process(url) and not is_single_process("journal")
+    with pytest.raises(ValueError, match="cannot open the database"):
+        make_storage("sqlite:////nonexistent-dir/x/study.db", tmp_path)
+    with pytest.raises(ValueError, match="SQLAlchemy URL"):
+        make_storage("redis-please", tmp_path)

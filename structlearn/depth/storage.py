@@ -78,11 +78,16 @@ def make_storage(spec: str | None, run_dir: Path):
     if "://" not in spec:
         raise ValueError(f"--storage {spec!r}; allowed: sqlite (default), journal, journal:PATH, or a SQLAlchemy URL "
                          f"such as postgresql://user:password@host/db")
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return optuna.storages.RDBStorage(spec)
     except ImportError as e:
         raise ValueError(f"--storage {storage_url_for_display(spec, run_dir)}: the database driver is missing ({e}); "
                          f"install it, e.g. pip install psycopg2-binary for PostgreSQL") from e
+    except SQLAlchemyError as e:
+        raise ValueError(f"--storage {storage_url_for_display(spec, run_dir)}: cannot open the database: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
 
 
 @contextmanager
@@ -127,11 +132,12 @@ def worker_alive(w: dict[str, Any], me: WorkerIdentity) -> bool | None:
     if pid == me.pid:
         return w.get("token") == me.token
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: existence check only
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass
+    except PermissionError:  # it exists but belongs to another user: the start time decides
+        start = _start_time(pid)
+        return not (w.get("start") is not None and start is not None and start != w.get("start"))
     start = _start_time(pid)
     return not (w.get("start") is not None and start is not None and start != w.get("start"))
 
