@@ -15,6 +15,7 @@ from structlearn.functional.ica import (
     log_cosh,
     natural_gradient_direction,
     rica_terms,
+    symmetric_orthogonalize,
 )
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives import OBJECTIVES
@@ -149,3 +150,22 @@ def test_rica_overcomplete_reconstructs():
 def test_infomax_refuses_overcomplete():
     with pytest.raises(ValueError, match="rica"):
         OBJECTIVES.create("infomax", DenseLayer(4, 8), generator=torch.Generator())
+
+
+def test_symmetric_orthogonalize_is_the_polar_factor_and_infomax_starts_there():
+    g = torch.Generator().manual_seed(8)
+    for k, d in ((5, 5), (3, 7)):
+        W = torch.randn(k, d, generator=g, dtype=torch.float64)
+        Q = symmetric_orthogonalize(W)
+        torch.testing.assert_close(Q @ Q.T, torch.eye(k, dtype=torch.float64))
+        U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        torch.testing.assert_close(Q, U @ Vh)  # the orthonormal matrix nearest to W
+    with pytest.raises(ValueError, match="row rank"):
+        symmetric_orthogonalize(torch.ones(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="k <= d"):
+        symmetric_orthogonalize(torch.ones(4, 3))
+    # a float32 576 x 576 Gaussian start (condition number ~ 10^3) becomes orthonormal too
+    layer = DenseLayer(576, 576, generator=torch.Generator().manual_seed(0))
+    OBJECTIVES.create("infomax", layer, generator=g)
+    W = layer.weight.detach().double()
+    assert float((W @ W.T - torch.eye(576, dtype=torch.float64)).abs().max()) < 1e-5

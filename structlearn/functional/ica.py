@@ -96,11 +96,27 @@ def natural_gradient_direction(u: Tensor, phi: Tensor) -> Tensor:
     return torch.eye(k, device=u.device, dtype=u.dtype) - phi.T @ u / u.shape[0]
 
 
-def infomax_negative_log_likelihood(x: Tensor, W: Tensor, score: str = "logistic", signs: Tensor | None = None) -> Tensor:
+def infomax_negative_log_likelihood(x: Tensor, W: Tensor, score: str = "logistic", signs: Tensor | None = None,
+                                    u: Tensor | None = None) -> Tensor:
     """``-1/2 logdet(W W^T) - E[sum_j log p(u_j)]`` (= ``-log|det W| - E log p(u)`` for
-    square W), the quantity InfoMax descends; a scalar."""
-    u = x @ W.T  # (n, k)
+    square W), the quantity InfoMax descends; a scalar. ``u = x W^T`` may be passed when
+    already computed."""
+    if u is None:
+        u = x @ W.T  # (n, k)
     return -0.5 * torch.linalg.slogdet(W @ W.T)[1] - infomax_log_density(u, score, signs).mean()
+
+
+def symmetric_orthogonalize(W: Tensor) -> Tensor:
+    """``(W W^T)^{-1/2} W``: (k, d) with orthonormal rows (k <= d), the orthonormal matrix
+    closest to ``W`` in Frobenius norm (the symmetric decorrelation of FastICA, Hyvarinen
+    1999). A random Gaussian ``W`` gives a uniformly random orthonormal start."""
+    if W.ndim != 2 or W.shape[0] > W.shape[1]:
+        raise ValueError(f"W must be (k, d) with k <= d; got {tuple(W.shape)}")
+    V = W.double()  # a random square W has condition number ~ k: float32 is not enough
+    evals, evecs = torch.linalg.eigh(V @ V.T)  # (k,), (k, k)
+    if not bool(evals.min() > evals.max() * torch.finfo(V.dtype).eps * W.shape[0]):
+        raise ValueError("W has linearly dependent rows; allowed: full row rank")
+    return ((evecs * evals.rsqrt()) @ evecs.T @ V).to(W.dtype)
 
 
 def rica_terms(x: Tensor, W: Tensor, lam: float) -> dict[str, Tensor]:

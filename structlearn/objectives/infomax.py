@@ -3,15 +3,26 @@
 The layer's effective weight ``W: (k, d)`` is the unmixing matrix, ``u = x W^T``. On
 whitened data ``x: (n, d)`` each step is
 
-    G = I - E[phi(u) u^T],     W <- (W + eta' G W) * mask,     eta' = eta * min(1, max_step / (eta ||G||_F))
+    G = I - E[phi(u) u^T],     W <- (W + eta' G W) * mask,     eta' = eta * min(1, max_step / (eta ||G||_2))
 
 with the score ``phi`` chosen by ``score`` (``logistic``, ``tanh`` or ``extended``; see
 :mod:`structlearn.functional.ica`; ``extended`` re-decides each unit's super/sub-Gaussian
-switch on every batch, Lee et al. 1999). ``max_step`` caps the relative size of one update
-so that ``I + eta G`` stays well conditioned early in training (the step is unchanged once
-``||G||`` is small). Complete (square, ``k == d``) is the classical case; ``k < d``
-(undercomplete, on data whitened to unit covariance) uses the same rule. Overcomplete
-layers are refused: use ``rica``.
+switch on every batch, Lee et al. 1999). ``max_step`` caps the spectral norm of
+``eta' G`` so that ``I + eta' G`` stays well conditioned early in training, when the
+outputs are far from the score's scale (the step is unchanged once ``||G||_2`` is small).
+
+Start: the layer's random weight is replaced by the nearest matrix with orthonormal rows,
+``(W W^T)^{-1/2} W`` (a uniformly random orthonormal start, as FastICA's symmetric
+decorrelation). The natural gradient is equivariant, so convergence depends on ``W A``
+only; an orthonormal start on whitened data makes ``W A`` well conditioned from step 0.
+
+Minibatch noise: one step moves each unit by about ``eta sqrt(k / batch)`` (relative) in
+random directions, so large layers need large batches: on 3x3 mosaics of 8x8 tiles (k = 576)
+batches of 20,000 at a constant ``eta = 0.5`` localise (tile purity 0.99 after pruning), while
+batches of 256-1024 leave noisy, unlocalised filters.
+
+Complete (square, ``k == d``) is the classical case; ``k < d`` (undercomplete, on data
+whitened to unit covariance) uses the same rule. Overcomplete layers are refused: use ``rica``.
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ from structlearn.functional.ica import (
     infomax_negative_log_likelihood,
     infomax_score,
     natural_gradient_direction,
+    symmetric_orthogonalize,
 )
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
@@ -50,9 +62,10 @@ class InfoMax(Objective):
                              f"n_units={layer.n_units} > n_in={layer.n_in}; use objective 'rica' for overcomplete")
         self.lr, self.score, self.max_step = float(lr), score, float(max_step)
         w = layer.weight
-        self.register_buffer("signs", torch.ones(layer.n_units, device=w.device, dtype=w.dtype))
         with torch.no_grad():
+            layer.weight.copy_(symmetric_orthogonalize(w.detach()))
             layer.apply_mask_()
+        self.register_buffer("signs", torch.ones(layer.n_units, device=w.device, dtype=w.dtype))
 
     def check_params(self, **p) -> None:
         for k, v in p.items():
@@ -81,9 +94,10 @@ class InfoMax(Objective):
         if signs is not None:
             self.signs.copy_(signs)
         G = natural_gradient_direction(u, infomax_score(u, self.score, signs))  # (k, k)
-        g_norm = torch.linalg.matrix_norm(G)
+        g_norm = torch.linalg.matrix_norm(G, ord=2)
         eta = self.lr * torch.clamp(self.max_step / (self.lr * g_norm).clamp_min(torch.finfo(x.dtype).tiny), max=1.0)
-        nll = infomax_negative_log_likelihood(x, W, self.score, signs)
+        nll = infomax_negative_log_likelihood(x, W, self.score, signs, u=u)
         self.layer.weight.copy_(W + eta * (G @ W))
         self.layer.apply_mask_()
-        return {"loss": nll, "natural_gradient_norm": g_norm, "sub_gaussian_units": (self.signs < 0).sum().to(x.dtype)}
+        return {"loss": nll, "natural_gradient_norm": g_norm, "step_size": eta,
+                "sub_gaussian_units": (self.signs < 0).sum().to(x.dtype)}
