@@ -145,3 +145,26 @@ def test_sweep_command_writes_table_png_and_knee(tmp_path, capsys):
     assert "density sweep (oneshot)" in capsys.readouterr().out
     assert main(["sweep", str(run), "--mode", "trajectory"]) == 2  # a one-shot run has no IMP trajectory
     assert "no IMP trajectory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_natural_patches_gabor_r2_and_imp_knee(tmp_path, capsys):
+    """Issue 4, done-point 3 (experiments/patches_sparse.yaml; about 10 minutes on one core):
+    sparse coding of 1/f-whitened 16x16 patches, IMP to 10%: median Gabor R^2 >= 0.85; the IMP
+    density sweep has its knee strictly inside the density range, with the error rising below it."""
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "experiments" / "patches_sparse.yaml"
+    assert main(["discover", str(cfg), "--out", str(tmp_path), "--no-progress"]) == 0
+    (run,) = list(tmp_path.iterdir())
+    layer = json.loads((run / "structure.json").read_text())["layers"][0]
+    assert layer["density"] == pytest.approx(round(0.1 * 256) / 256)
+    assert layer["gabor"]["median_r2"] >= 0.85, layer["gabor"]
+    ds = ["1", "0.4", "0.16", "0.1", "0.063", "0.04", "0.025", "0.016", "0.01"]
+    assert main(["sweep", str(run), "--mode", "imp", "--densities", *ds, "--finetune-steps", "50"]) == 0
+    sw = json.loads((run / "sweep.json").read_text())
+    dens = [r["density"] for r in sw["rows"]]
+    err = {r["density"]: r["recon_rel_error"] for r in sw["rows"]}
+    k = sw["knee"]["density"]
+    assert min(dens) < k < max(dens)
+    assert err[min(dens)] > 1.2 * err[max(dens)]  # the error does take off at low density
