@@ -153,7 +153,7 @@ def test_bad_input_raises():
 TINY = {
     "name": "tiny", "seed": 0, "threads": 1, "wandb": "disabled",
     "data": {"grid": [2, 2], "tile": [4, 4], "n_train": 800, "n_test": 200, "zca_floor": 0.1},
-    "layers": [{"objective": "sparse_coding", "params": {"lam": 0.5, "n_iter": 10, "eval_iter": 20},
+    "layers": [{"n_units": 32, "objective": "sparse_coding", "params": {"lam": 0.5, "n_iter": 10, "eval_iter": 20},
                 "steps": 12, "batch_size": 64,
                 "prune": {"threshold": 0.1, "finetune_steps": 4, "finetune_params": {"lam": 0.15}}}],
     "eval_every": 1000, "checkpoint_every": 1000,

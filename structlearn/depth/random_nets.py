@@ -155,6 +155,8 @@ def ridge_probe(f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tensor
 def spearman_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, level: float = 0.95,
                 rng: np.random.Generator | None = None) -> tuple[float, float, float]:
     """Spearman rho of ``(x, y)`` and its percentile bootstrap interval (pairs resampled)."""
+    import warnings
+
     from scipy.stats import spearmanr
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -163,7 +165,9 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, leve
     rng = np.random.default_rng(0) if rng is None else rng
     rho = float(spearmanr(x, y).statistic)
     idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    boots = np.array([spearmanr(x[i], y[i]).statistic for i in idx])
+    with warnings.catch_warnings():  # a resample of tied values has no rho: dropped below
+        warnings.simplefilter("ignore")
+        boots = np.array([spearmanr(x[i], y[i]).statistic for i in idx])
     boots = boots[np.isfinite(boots)]
     a = (1 - level) / 2
     return rho, float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
