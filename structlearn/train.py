@@ -104,7 +104,7 @@ def evaluate(obj: Objective, x: Tensor, tile_map: Tensor | None, image_input: bo
     out["code_kurtosis"] = float((z ** 4).mean() / (m2 * m2)) if m2 > 0 else float("nan")
     out["active_codes"] = float((z.abs() > 1e-8).float().sum(1).mean())
     W = obj.layer.effective_weight().detach()
-    shape = obj.layer.input_shape if image_input else (W.shape[1],)
+    shape = obj.layer.input_shape if image_input else (1, W.shape[1])
     out.update(locality_summary(W.reshape(W.shape[0], *shape), tile_map if image_input else None))
     return out
 
