@@ -264,7 +264,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
         if not isinstance(user, dict):
             raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
-        base = _merge(base, user, "")
+        base = merge_config(base, user, "")
     base = apply_overrides(base, list(overrides or []))
     cfg = from_dict(RunConfig, base)
     cfg.validate()
@@ -274,16 +274,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 FREE_FORM = ("params", "finetune_params")  # dict fields whose keys the objective validates
 
 
-def _merge(base: dict, user: dict, path: str) -> dict:
+def merge_config(base: dict, user: dict, path: str = "") -> dict:
+    """Merge a user's YAML mapping into a full config dict, refusing unknown keys."""
     out = dict(base)
     for k, v in user.items():
         if k not in base:
             raise ValueError(f"unknown config key {path + k!r}; allowed: {', '.join(base)}")
         if k == "layers" and isinstance(v, list):
             default_layer = to_dict(LayerConfig())
-            out[k] = [_merge(default_layer, lv, f"layers.{i}.") if isinstance(lv, dict) else lv for i, lv in enumerate(v)]
+            out[k] = [merge_config(default_layer, lv, f"layers.{i}.") if isinstance(lv, dict) else lv for i, lv in enumerate(v)]
         elif isinstance(v, dict) and isinstance(base[k], dict) and k not in FREE_FORM:
-            out[k] = _merge(base[k], v, f"{path}{k}.")
+            out[k] = merge_config(base[k], v, f"{path}{k}.")
         else:
             out[k] = v
     return out

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from structlearn.config import PruneConfig, RunConfig, _merge, apply_overrides, from_dict, to_dict
+from structlearn.config import PruneConfig, RunConfig, merge_config, apply_overrides, from_dict, to_dict
 from structlearn.depth.gain import MEASURES
 from structlearn.objectives.base import check_choice, check_range
 
@@ -100,8 +100,8 @@ def search_config_from_dict(user: dict, overrides: list[str] | None = None) -> S
     search_user = user.pop("search", None) or {}
     if not isinstance(search_user, dict):
         raise ValueError(f"search must be a mapping; got {search_user!r}")
-    run_d = _merge(to_dict(RunConfig()), user, "")
-    search_d = _merge(to_dict(SearchSpace()), search_user, "search.")
+    run_d = merge_config(to_dict(RunConfig()), user, "")
+    search_d = merge_config(to_dict(SearchSpace()), search_user, "search.")
     overrides = list(overrides or [])
     is_search = [o.split("=", 1)[0].strip().startswith("search.") for o in overrides]
     apply_overrides({"search": search_d}, [o for o, s in zip(overrides, is_search) if s])
