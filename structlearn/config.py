@@ -251,20 +251,25 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file's top-level mapping; a clear ValueError for a missing, invalid or non-mapping file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist")
+    try:
+        user = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+    if not isinstance(user, dict):
+        raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return user
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults <- YAML file <- ``--set`` overrides, then validated."""
     base = to_dict(RunConfig())
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"config file {str(p)!r} does not exist")
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
-        if not isinstance(user, dict):
-            raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
-        base = merge_config(base, user, "")
+        base = merge_config(base, read_yaml_mapping(path), "")
     base = apply_overrides(base, list(overrides or []))
     cfg = from_dict(RunConfig, base)
     cfg.validate()

@@ -26,22 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_randnet_config(path: str | Path | None, overrides: list[str]):
-    import yaml
-
-    from structlearn.config import apply_overrides, from_dict, to_dict
+    from structlearn.config import apply_overrides, from_dict, read_yaml_mapping, to_dict
     from structlearn.depth.random_nets import RandNetConfig
 
     d = to_dict(RandNetConfig())
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"config file {str(p)!r} does not exist")
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
-        if not isinstance(user, dict):
-            raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
+        user = read_yaml_mapping(path)
         unknown = sorted(set(user) - set(d))
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; allowed: {', '.join(d)}")

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from structlearn.config import PruneConfig, RunConfig, merge_config, apply_overrides, from_dict, to_dict
+from structlearn.config import (PruneConfig, RunConfig, apply_overrides, from_dict, merge_config, read_yaml_mapping,
+                                to_dict)
 from structlearn.depth.gain import MEASURES
 from structlearn.objectives.base import check_choice, check_range
 
@@ -114,15 +115,7 @@ def search_config_from_dict(user: dict, overrides: list[str] | None = None) -> S
 
 
 def load_search_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SearchConfig:
-    user: Any = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"config file {str(p)!r} does not exist")
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+    user: Any = {} if path is None else read_yaml_mapping(path)
     return search_config_from_dict(user, overrides)
 
 
