@@ -59,9 +59,12 @@ def synchronize(device: torch.device | str) -> None:
 
 @dataclass
 class Timing:
-    """Seconds of each timed call; ``median`` is what the table reports."""
+    """Seconds of each timed call; ``median`` is what the table reports. ``last`` is the
+    return value of the last timed call (so a minutes-long fit need not be rerun to look
+    at its result)."""
 
     times: list[float]
+    last: Any = field(default=None, repr=False, compare=False)
 
     @property
     def median(self) -> float:
@@ -113,17 +116,17 @@ def time_pair(ours: Callable[[], Any], baseline: Callable[[], Any] | None, *, de
     for fn, wfn in sides:
         for _ in range(warmup):
             _timed(wfn or fn, device)
-    times: list[list[float]] = [[] for _ in sides]
+    out = [Timing([]) for _ in sides]
     for _ in range(repeat):
         ran = False
         for i, (fn, _) in enumerate(sides):
-            if times[i] and sum(times[i]) >= budget_s:
+            if out[i].times and sum(out[i].times) >= budget_s:
                 continue
-            times[i].append(_timed(fn, device)[0])
+            dt, out[i].last = _timed(fn, device)
+            out[i].times.append(dt)
             ran = True
         if not ran:
             break
-    out = [Timing(t) for t in times]
     return out[0], (out[1] if len(out) > 1 else None)
 
 

@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch, BLAS and scipy on both sides (default: 1, robust on shared "
                         "machines; use the core count on a dedicated one)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions per side (default: 5)")
-    p.add_argument("--budget", type=float, default=20.0,
-                   help="seconds per side and case after which repetitions stop, at least one (default: 20)")
+    p.add_argument("--budget", type=float, default=10.0,
+                   help="seconds per side and case after which repetitions stop, at least one (default: 10)")
     p.add_argument("--dir", dest="folder", help="folder of benchmark modules (default: experiments/benchmarks)")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
 
