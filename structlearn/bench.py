@@ -23,7 +23,8 @@ JSON report (``schema = "structlearn-bench/1"``)::
                              loadavg_start, loadavg_end, matmul_gflops: {dtype: GFLOP/s}},
      "results": [{"benchmark", "case", "ours", "baseline", "ours_s", "baseline_s",
                   "speedup", "peak_fraction", "gflops", "ours_n", "baseline_n",
-                  "ours_times", "baseline_times", "target", "met", "quality", "notes"}]}
+                  "ours_times", "baseline_times", "target", "met", "quality", "quality_order",
+                  "notes"}], "errors": [...]}
 """
 from __future__ import annotations
 
@@ -239,7 +240,8 @@ class Result:
             "ours_times": list(self.ours_timing.times),
             "baseline_times": None if self.baseline_timing is None else list(self.baseline_timing.times),
             "target": None if self.target is None else self.target.to_dict(), "met": self.met,
-            "quality": {k: _plain(v) for k, v in self.quality.items()}, "notes": self.notes,
+            "quality": {k: _plain(v) for k, v in self.quality.items()}, "quality_order": list(self.quality),
+            "notes": self.notes,
         }
 
 
@@ -377,12 +379,10 @@ def run_benchmarks(selected: Sequence[Benchmark], ctx: Context,
 
 # ----------------------------------------------------------------------------- report
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -474,7 +474,8 @@ def format_table(results: Sequence[Result | dict], quality_keys: int = 3) -> str
     for r in rows:
         t = r["target"]
         target = "-" if t is None else f"{t['metric']} {t['op']} {t['value']:g}"
-        q = "; ".join(f"{k}={_fmt(v)}" for k, v in list(r["quality"].items())[:quality_keys])
+        keys = r.get("quality_order") or list(r["quality"])  # JSON sorts keys: keep the benchmark's order
+        q = "; ".join(f"{k}={_fmt(r['quality'][k])}" for k in keys[:quality_keys])
         ratio = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
         pf = "-" if r["peak_fraction"] is None else f"{r['peak_fraction']:.2f}"
         lines.append(f"| {r['benchmark']} | {r['case']} | {_fmt_s(r['ours_s'])} | {_fmt_s(r['baseline_s'])} | "

@@ -14,7 +14,6 @@ import torch
 from structlearn.bench import (
     DEFAULT_DIR,
     SCHEMA,
-    Benchmark,
     Context,
     Result,
     Target,
@@ -96,8 +95,9 @@ def _rows():
 def test_report_json_schema_round_trip_and_validation():
     ctx = Context(size="tiny", repeat=1)
     rep = report(_rows(), machine_meta(ctx, "structlearn bench b"), ctx, errors=[])
-    rep = json.loads(json.dumps(rep))
+    rep = json.loads(json.dumps(rep, sort_keys=True))  # as written to disk
     validate_report(rep)
+    assert "abs_diff=0" in format_table(rep["results"])  # quality shown in the benchmark's order
     assert rep["schema"] == SCHEMA
     row = rep["results"][0]
     assert (row["ours_s"], row["baseline_s"], row["speedup"], row["met"]) == (2.0, 4.0, 2.0, True)
@@ -227,6 +227,8 @@ def test_cli_runs_a_benchmark_folder_and_writes_valid_json(tmp_path, capsys):
     validate_report(rep)
     assert [r["case"] for r in rep["results"]] == ["sum"] and rep["results"][0]["ours_n"] == 2
     assert "| toy | sum |" in capsys.readouterr().out
+    assert main(["bench", "--show", str(out)]) == 0  # the table of a saved report
+    assert "| toy | sum | " in capsys.readouterr().out
     assert main(["bench", "--dir", str(folder), "broken"]) == 1
     assert "boom" in capsys.readouterr().err
     assert main(["bench", "--dir", str(folder), "nope"]) == 2

@@ -79,8 +79,8 @@ def run(ctx: Context) -> list[Result]:
             t = step_time(ctx, d, units, n_steps)
             epoch.append(t.median * STEPS_PER_EPOCH)
             rows.append(Result("scaling", f"{name}: d={d} units={units}", "SparseCoding.train_step x epoch", None, t,
-                               quality={"epoch_s": epoch[-1], "steps_per_epoch": STEPS_PER_EPOCH},
-                               notes="ours_s is one step; epoch_s = ours_s x steps_per_epoch"))
+                               quality={"epoch_s": epoch[-1]},
+                               notes=f"ours_s is one step (batch {BATCH}); epoch_s = ours_s x {STEPS_PER_EPOCH} steps"))
         p = fit_exponent(values, epoch)
         q = {"exponent": p}
         if name == "units":
@@ -96,7 +96,8 @@ def run(ctx: Context) -> list[Result]:
                       f"layers.0.n_units={ctx.pick(1024, 256, 16)}"]
     mem: dict = {}
     t = ctx.time(lambda: mem.update(discover_peak_rss(overrides, 1800)), repeat=1, warmup=0)
-    rows.append(Result("scaling", f"discover peak RSS (default data and layer, {steps} steps)", "structlearn discover",
+    which = "default" if ctx.size == "full" else "reduced"
+    rows.append(Result("scaling", f"discover peak RSS ({which} data and layer, {steps} steps)", "structlearn discover",
                        None, t, target=Target("peak_rss_gb", "<=", 2.0), quality=mem,
                        notes="same data, layer, pruning and evaluation sizes as the default run; fewer steps and eval iterations"))
     return rows

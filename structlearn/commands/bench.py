@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds per side and case after which repetitions stop, at least one (default: 10)")
     p.add_argument("--dir", dest="folder", help="folder of benchmark modules (default: experiments/benchmarks)")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--show", metavar="JSON", help="print the table of a saved report (e.g. bench.json) and exit")
 
 
 def _limit_threads(n: int):
@@ -39,10 +40,22 @@ def _limit_threads(n: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from structlearn.bench import DEFAULT_DIR, Context, format_table, load_benchmarks, machine_meta, report, select
+    from structlearn.bench import (DEFAULT_DIR, Context, format_table, load_benchmarks, machine_meta, report, select,
+                                   validate_report)
     from structlearn.io import atomic_write_json
     from structlearn.train import resolve_device
 
+    if args.show:
+        from structlearn.io import read_json
+
+        rep = read_json(args.show)
+        validate_report(rep)
+        m = rep["meta"]
+        print(f"{m['date']} | {m['cpu']}, {m['cores']} cores, threads={m['threads']} | device {m['device']} | "
+              f"load {m.get('loadavg_start')} | `{m['command']}`\n")
+        print(format_table(rep["results"]))
+        print("\nmatmul peak (measured): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in m.get("matmul_gflops", {}).items()))
+        return 0
     if args.threads < 1:
         raise ValueError(f"--threads={args.threads} out of range; allowed: integers >= 1")
     benchmarks = load_benchmarks(args.folder or DEFAULT_DIR)
@@ -73,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             limiter.unregister()
     rep = report(results, meta, ctx, errors)
     print(format_table(results))
-    print(f"\nmatmul peak (measured): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ctx.peaks.items()))
+    print("\nmatmul peak (measured): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ctx.peaks.items()))
     if args.json_out:
         atomic_write_json(args.json_out, rep)
         print(f"wrote {args.json_out}", file=sys.stderr)
