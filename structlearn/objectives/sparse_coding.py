@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from structlearn.functional.sparse import fista, lasso_objective, lipschitz, soft_threshold
+from structlearn.functional.sparse import fista, lipschitz
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.base import OBJECTIVES, Objective, check_range
 
@@ -72,8 +72,9 @@ class SparseCoding(Objective):
         """Per-sample ``||z||_1``: (n,)."""
         return z.abs().sum(1)
 
-    def prox(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return soft_threshold
+    def prox(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """The prox of ``t * penalty``; ``None`` selects FISTA's built-in in-place soft threshold."""
+        return None
 
     def infer(self, x: Tensor, n_iter: int) -> Tensor:
         D = self.layer.effective_weight().detach()
