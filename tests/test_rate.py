@@ -9,6 +9,7 @@ import torch
 
 from structlearn.data.augment import augment_groups
 from structlearn.functional.rate import (
+    logdet_gram,
     coding_rate,
     membership_from_labels,
     partition_coding_rate,
@@ -250,3 +251,22 @@ def test_mcr2_augment_route_compresses_augmentations():
         obj.train_step(x, labels=torch.zeros(64, dtype=torch.long))
     with pytest.raises(ValueError, match="input_shape"):
         OBJECTIVES.create("mcr2", DenseLayer(36, 8), generator=g)  # flat input: nothing to shift
+
+
+@pytest.mark.parametrize("n,p", [(5, 8), (8, 5), (6, 6)])
+def test_logdet_gram_matches_autograd_slogdet(n, p):
+    """The closed-form gradient equals autograd through a float64 ``slogdet`` of the
+    n x n side, batched, with one rank-deficient block and per-block constants."""
+    g = torch.Generator().manual_seed(n * 10 + p)
+    P = torch.randn(3, n, p, generator=g, dtype=torch.float64)
+    P[1] = P[1, :, :1] * torch.randn(1, p, generator=g, dtype=torch.float64)  # rank 1
+    c = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)
+    w = torch.randn(3, generator=g, dtype=torch.float64)  # a generic upstream gradient
+    P1 = P.clone().requires_grad_()
+    (logdet_gram(P1, c) * w).sum().backward()
+    P2 = P.clone().requires_grad_()
+    eye = torch.eye(n, dtype=torch.float64)
+    ref = torch.linalg.slogdet(eye + c[:, None, None] * P2 @ P2.mT).logabsdet
+    (ref * w).sum().backward()
+    torch.testing.assert_close(logdet_gram(P, c), ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(P1.grad, P2.grad, rtol=1e-10, atol=1e-12)
