@@ -25,6 +25,7 @@ import pytest
 import torch
 from scipy.special import digamma
 
+from structlearn.info.neighbors import smallest_k
 from structlearn.info import (
     ESTIMATORS,
     NORMALIZATIONS,
@@ -340,6 +341,43 @@ def test_knn_distances_and_counts_match_bruteforce(metric, d):
     torch.testing.assert_close(knn_distances(z, 5, metric, chunk_size=64), ref, atol=1e-9, rtol=0)
     radius = ref[:, 2] * 1.0001
     assert torch.equal(count_within(z, radius, metric, chunk_size=50), (dist < radius[:, None]).sum(1))
+
+
+@pytest.mark.parametrize("n", [64 * 21, 64 * 21 + 37, 5000])
+def test_smallest_k_equals_sort(n):
+    """The two-level selection returns the sorted k smallest values of every row, with ties
+    (integers), +inf entries and a leftover partial group."""
+    g = gen(n)
+    for k in (1, 3, 5):
+        x = torch.randint(0, 50, (9, n), generator=g).double()
+        x[0, :] = math.inf
+        x[0, 7] = 2.0
+        x[1, -3:] = -1.0  # the smallest values sit in the leftover columns
+        vals, idx = smallest_k(x, k)
+        assert torch.equal(vals, x.sort(1).values[:, :k])
+        assert torch.equal(x.gather(1, idx), vals)
+        y = torch.randn(9, n, generator=g, dtype=F64)
+        vals, idx = smallest_k(y, k)
+        assert torch.equal(vals, y.sort(1).values[:, :k])
+        assert torch.equal(idx, y.sort(1).indices[:, :k])
+
+
+def test_knn_two_level_path_matches_bruteforce():
+    z = torch.randn(3000, 12, generator=gen(12), dtype=F64)
+    dist = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").fill_diagonal_(math.inf)
+    ref = dist.sort(1).values[:, :4]
+    torch.testing.assert_close(knn_distances(z, 4), ref, atol=1e-9, rtol=0)
+
+
+def test_knn_float32_ranking_falls_back_on_near_ties():
+    """Lattice points with 1e-7 jitter: many neighbours tie below float32 resolution, so the
+    float32 ranking cannot certify them and those rows are re-ranked in float64; the
+    distances still equal a direct float64 brute force."""
+    g = gen(99)
+    base = torch.unique(torch.randint(0, 3, (3000, 12), generator=g).double(), dim=0)
+    z = base + 1e-7 * torch.randn(base.shape, generator=g, dtype=F64)
+    dist = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").fill_diagonal_(math.inf)
+    torch.testing.assert_close(knn_distances(z, 4), dist.sort(1).values[:, :4], atol=1e-12, rtol=0)
 
 
 def test_duplicates_need_jitter():
