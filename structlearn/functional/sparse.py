@@ -76,7 +76,7 @@ def fista(
     """Batched FISTA for ``min_z 1/2||x - z D||^2 + lam P(z)``; returns ``z: (n, k)``.
 
     ``prox(v, t)`` is the proximal operator of ``t P`` (default: soft threshold, i.e.
-    LASSO, done in place as ``v - clamp(v, -t, t)``). The gradient step is one fused
+    LASSO, ``torch.nn.functional.softshrink``). The gradient step is one fused
     ``addmm``: ``y - (y G - x D^T)/L = c + y M`` with ``M = I - G/L`` (k, k) and
     ``c = x D^T / L``; when ``k > 2d`` it goes through ``D`` instead of the Gram matrix
     (``c + y - ((y D) D^T)/L``), which is cheaper. ``tol > 0`` stops when
@@ -96,17 +96,24 @@ def fista(
     use_gram = k <= 2 * d
     if use_gram:
         M = torch.eye(k, device=x.device, dtype=x.dtype).sub_(D @ D.T, alpha=step)  # (k, k)
+    # Per iteration: one GEMM into a reused buffer, one soft-threshold pass, one momentum pass
+    # (lerp): y = z + w (z_new - z), w = 1 + (t - 1)/t_new. Five elementwise passes before
+    # (clamp, sub, sub, add and addmm's copy of c) cost a third of the time at n=4096, k=256.
     z = torch.zeros(x.shape[0], k, device=x.device, dtype=x.dtype) if z0 is None else z0.clone()
-    y, diff = z, torch.empty_like(z)
+    y, v = z.clone(), torch.empty_like(z)
     t = 1.0
     for i in range(n_iter):
-        v = torch.addmm(c, y, M) if use_gram else torch.addmm(c, y @ D, D.T, alpha=-step).add_(y)
-        z_new = v.sub_(v.clamp(-thr, thr)) if prox is None else prox(v, thr)
+        if use_gram:
+            torch.addmm(c, y, M, out=v)  # v = c + y M
+        else:
+            torch.addmm(c, y @ D, D.T, alpha=-step, out=v).add_(y)
+        z_new = torch.nn.functional.softshrink(v, thr) if prox is None else prox(v, thr)
         t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        torch.sub(z_new, z, out=diff)
-        y = torch.add(z_new, diff, alpha=(t - 1.0) / t_new)
+        torch.lerp(z, z_new, 1.0 + (t - 1.0) / t_new, out=y)
         if tol > 0 and i % 10 == 9:
-            if bool(diff.abs().max() <= tol * z_new.abs().max().clamp_min(torch.finfo(x.dtype).tiny)):
+            if bool((z_new - z).abs().max() <= tol * z_new.abs().max().clamp_min(torch.finfo(x.dtype).tiny)):
                 return z_new
+        if z_new is v:  # an in-place prox: the old iterate's buffer takes the next GEMM
+            v = z
         z, t = z_new, t_new
     return z
