@@ -102,3 +102,23 @@ def test_masked_weights_stay_zero_through_training():
 def test_sparse_coding_rejects_out_of_range(key, value):
     with pytest.raises(ValueError, match=key):
         SparseCoding(DenseLayer(4, 4), **{key: value})
+
+
+def test_fista_row_blocks_equal_one_block():
+    """A large CPU batch runs in blocks of rows (samples are independent): the codes equal
+    those of one block, with and without a warm start, in float64."""
+    from structlearn.functional.sparse import _block_rows, _fista_loop
+
+    g = torch.Generator().manual_seed(21)
+    D = torch.randn(64, 40, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=1, keepdim=True)
+    x = torch.randn(700, 40, generator=g, dtype=torch.float64)
+    assert _block_rows(700, 64, x.device) < 700  # the blocked route is the one under test
+    L = float(lipschitz(D))
+    step = 1.0 / L
+    c = (x @ D.T) * step
+    M = torch.eye(64, dtype=torch.float64) - D @ D.T * step
+    z0 = torch.randn(700, 64, generator=g, dtype=torch.float64) * 0.1
+    for start in (None, z0):
+        ref = _fista_loop(c, D, M, step, 0.2 * step, 50, start, None, 0.0)
+        torch.testing.assert_close(fista(x, D, 0.2, 50, L=L, z0=start), ref, rtol=0, atol=1e-12)
