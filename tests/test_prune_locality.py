@@ -92,3 +92,24 @@ def test_pruner_sets_layer_mask_and_zeroes_weights():
     x = torch.randn(3, 50)
     torch.testing.assert_close(layer(x), x @ torch.where(layer.mask, layer.weight, 0.0).T)
     assert float(layer(x).detach().abs().max()) < 50
+
+
+def test_shuffled_purity_is_the_chance_level_of_the_weights():
+    from structlearn.structure.locality import shuffled_purity
+
+    g = torch.Generator().manual_seed(5)
+    one = torch.zeros(1, 24, 24)
+    one[0, 3, 4] = 2.0  # a single weight: purity 1 wherever it goes
+    flat = torch.ones(1, 24, 24)  # uniform: 1/9 under any permutation
+    local = torch.zeros(1, 24, 24)
+    local[0, :8, :8] = torch.randn(8, 8, generator=g)  # one full tile
+    W = torch.cat([one, flat, local])
+    null = shuffled_purity(W, TM, n_perm=64)
+    torch.testing.assert_close(null[:2], torch.tensor([1.0, 1 / 9]))
+    assert float(tile_purity(local, TM)) == 1.0 and float(null[2]) < 0.35  # 64 weights scattered over 9 tiles
+    # random fields: purity equals its own null in distribution
+    R = torch.randn(400, 24, 24, generator=g) * (torch.rand(400, 24, 24, generator=g) < 0.15)
+    assert abs(float(tile_purity(R, TM).mean()) - float(shuffled_purity(R, TM).mean())) < 0.01
+    assert torch.equal(shuffled_purity(R, TM, seed=3), shuffled_purity(R, TM, seed=3))
+    with pytest.raises(ValueError, match="n_perm"):
+        shuffled_purity(R, TM, n_perm=0)
