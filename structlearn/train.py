@@ -389,7 +389,7 @@ class Trainer:
     def _summary(self, st: RunState, seconds: float) -> dict[str, Any]:
         first = st.results[0]
         keys = ("tile_purity_mean", "tile_purity_median", "single_tile_fraction", "density", "recon_rel_error",
-                "code_kurtosis", "active_codes", "participation_ratio_mean", "chance_purity", "loss",
+                "code_kurtosis", "active_codes", "participation_ratio_mean", "chance_purity", "tile_purity_shuffled_mean", "loss",
                 "tile_purity_mean_before_prune", "single_tile_fraction_before_prune", "recon_rel_error_before_prune")
         out: dict[str, Any] = {k: first[k] for k in keys if k in first}
         out.update({"n_units": first["n_units"], "input_shape": list(self.data.input_shape),
