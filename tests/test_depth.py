@@ -336,6 +336,34 @@ def test_two_journal_workers_share_a_study(tmp_path):
     assert len({json.dumps(t["params"], sort_keys=True) for t in s["trials"]}) == n
 
 
+def test_two_workers_share_a_postgresql_study_and_rerun_adds_nothing(postgres_url, tmp_path):
+    """A real PostgreSQL server (tests/conftest.py starts one): two worker processes finish
+    the study with no lost or duplicated trial, the trials are in the database, and the same
+    command again runs no new trial."""
+    import optuna
+
+    n = 6
+    cmd = [sys.executable, "-m", "structlearn.cli", "search", str(_yaml(tmp_path, n_trials=n)),
+           "--out", str(tmp_path / "runs"), "--storage", postgres_url, "--study-name", "pg-study", "--workers", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    s = json.loads((run / "search.json").read_text())
+    assert not (run / "study.db").exists() and not (run / "study.journal").exists()
+    assert sorted(t["number"] for t in s["trials"]) == list(range(n))
+    assert len({t["worker_pid"] for t in s["trials"]}) == 2
+    stored = optuna.load_study(study_name="pg-study", storage=postgres_url).get_trials(deepcopy=False)
+    assert sorted(t.number for t in stored) == list(range(n))
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in stored)
+    r = subprocess.run(cmd[:-2], capture_output=True, text=True, timeout=300)  # again, one worker
+    assert r.returncode == 0, r.stderr
+    assert len(optuna.load_study(study_name="pg-study", storage=postgres_url).trials) == n
+    bad = postgres_url.rsplit(":", 1)[0] + ":1/structlearn"  # nothing listens on port 1
+    r = subprocess.run(cmd[:5] + ["--out", str(tmp_path / "bad"), "--storage", bad], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "cannot open the database" in r.stderr, r.stderr
+
+
 def test_search_bad_input(tmp_path, capsys):
     assert _cli(str(_yaml(tmp_path)), "--out", str(tmp_path / "a"), "--workers", "2") == 2
     assert "SQLite is for one process" in capsys.readouterr().err and not (tmp_path / "a").exists()
