@@ -148,3 +148,31 @@ def test_blocked_dictionary_update_equals_per_atom_loop():
     obj._bcd_()
     torch.testing.assert_close(layer.weight.detach(), W, rtol=0, atol=1e-13)
     assert not layer.weight[:, :10].any()
+
+
+def test_forgetting_schedule_matches_scikit_learn_and_data_init():
+    """beta=None is scikit-learn's MiniBatchDictionaryLearning forgetting schedule (checked
+    against its own update of the inner statistics), and init='data' starts from normalised
+    samples of the first batch."""
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
+    g = torch.Generator().manual_seed(41)
+    layer = DenseLayer(20, 8, generator=g, dtype=torch.float64)
+    obj = SparseCoding(layer, lam=0.1, n_iter=20, beta=None, init="data", generator=g)
+    sk = MiniBatchDictionaryLearning(n_components=8)
+    for b in (5, 64):
+        for t in (0, 1, b - 2, b - 1, b, 3 * b):
+            obj.steps.fill_(t)
+            sk._A, sk._B = np.ones((8, 8)), np.ones((20, 8))
+            sk._update_inner_stats(np.zeros((b, 20)), np.zeros((b, 8)), b, t)
+            assert obj.forgetting_factor(b) == pytest.approx(sk._A[0, 0], rel=1e-15)
+    obj.steps.fill_(0)
+    x = torch.randn(50, 20, generator=g, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(int(obj.seed))
+    pick = torch.randperm(50, generator=gen)[:8]
+    obj._init_from_data_(x)
+    torch.testing.assert_close(layer.weight.detach(), x[pick] / x[pick].norm(dim=1, keepdim=True))
+    with pytest.raises(ValueError, match="allowed: random, data"):
+        SparseCoding(DenseLayer(20, 8), init="pca")
+    with pytest.raises(ValueError, match="beta"):
+        SparseCoding(DenseLayer(20, 8), beta=1.0)

@@ -11,7 +11,12 @@ Ponce and Sapiro 2010, Algorithm 2) on running statistics with forgetting factor
     for j in 1..k:  d_j <- mask_j * (d_j + (B_j - A_j D) / A_jj),  d_j <- d_j / ||d_j||
 
 Each atom's update is exact for the surrogate quadratic, so the step needs no learning
-rate. Atoms whose usage ``A_jj`` stays below ``dead_fraction`` of the median are re-seeded
+rate. ``beta=None`` replaces the fixed factor by scikit-learn's schedule for Mairal's
+forgetting (``MiniBatchDictionaryLearning._update_inner_stats``): at batch ``t`` (0-based) of
+size ``b``, ``theta = (t + 1) b`` while ``t < b - 1``, else ``b^2 + t + 1 - b``, and
+``beta_t = (theta + 1 - b) / (theta + 1)``, which forgets the first, random-dictionary codes
+quickly and then grows to 1. ``init="data"`` replaces the atoms by random samples of the first
+batch (masked, normalised; Mairal et al. 2010) instead of keeping the layer's random start. Atoms whose usage ``A_jj`` stays below ``dead_fraction`` of the median are re-seeded
 with a batch residual (standard in online dictionary learning), so no unit stays random.
 """
 from __future__ import annotations
@@ -23,10 +28,11 @@ from torch import Tensor
 
 from structlearn.functional.sparse import fista, lipschitz
 from structlearn.models.dense import DenseLayer
-from structlearn.objectives.base import OBJECTIVES, Objective, check_range
+from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
 
 
 BCD_BLOCK = 64  # atoms per GEMM in the dictionary update
+INITS = ("random", "data")
 
 
 @OBJECTIVES.register("sparse_coding")
@@ -41,16 +47,18 @@ class SparseCoding(Objective):
         lam: float = 0.5,
         n_iter: int = 50,
         eval_iter: int = 200,
-        beta: float = 0.99,
+        beta: float | None = 0.99,
+        init: str = "random",
         dead_fraction: float = 0.02,
         resample_every: int = 100,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(layer)
-        self.check_params(lam=lam, n_iter=n_iter, eval_iter=eval_iter, beta=beta,
+        self.check_params(lam=lam, n_iter=n_iter, eval_iter=eval_iter, beta=beta, init=init,
                           dead_fraction=dead_fraction, resample_every=resample_every)
         self.lam, self.n_iter, self.eval_iter = float(lam), int(n_iter), int(eval_iter)
-        self.beta, self.dead_fraction, self.resample_every = float(beta), float(dead_fraction), int(resample_every)
+        self.beta = None if beta is None else float(beta)
+        self.init, self.dead_fraction, self.resample_every = init, float(dead_fraction), int(resample_every)
         w = layer.weight
         k, d = layer.n_units, layer.n_in
         self.register_buffer("A", torch.zeros(k, k, device=w.device, dtype=w.dtype))
@@ -66,6 +74,11 @@ class SparseCoding(Objective):
         ranges = {"lam": (0, None, True), "n_iter": (1, None, False), "eval_iter": (1, None, False),
                   "beta": (0, 1, False), "dead_fraction": (0, 1, False), "resample_every": (0, None, False)}
         for k, v in p.items():
+            if k == "beta" and v is None:
+                continue  # scikit-learn's forgetting schedule
+            if k == "init":
+                check_choice("init", v, INITS)
+                continue
             if k in ranges:
                 lo, hi, lo_open = ranges[k]
                 check_range(k, v, lo, hi, low_open=lo_open, high_open=(k == "beta"))
@@ -99,14 +112,33 @@ class SparseCoding(Objective):
         w = self.layer.weight
         w.div_(w.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
+    def forgetting_factor(self, batch: int) -> float:
+        """The factor applied to ``A`` and ``B`` at this step (see the module docstring)."""
+        if self.beta is not None:
+            return self.beta
+        t, b = int(self.steps), int(batch)
+        theta = (t + 1) * b if t < b - 1 else b * b + t + 1 - b
+        return (theta + 1 - b) / (theta + 1)
+
+    @torch.no_grad()
+    def _init_from_data_(self, x: Tensor) -> None:
+        g = torch.Generator(device="cpu").manual_seed(int(self.seed))
+        k, n = self.layer.n_units, x.shape[0]
+        pick = (torch.randperm(n, generator=g)[:k] if n >= k else torch.randint(n, (k,), generator=g)).to(x.device)
+        self.layer.weight.copy_(x[pick] * self.layer.mask)
+        self._normalize_()
+
     @torch.no_grad()
     def train_step(self, x: Tensor) -> dict[str, Tensor]:
+        if self.init == "data" and int(self.steps) == 0:
+            self._init_from_data_(x)
         D = self.layer.effective_weight()
         z = self.infer(x, self.n_iter)  # (n, k)
         n = x.shape[0]
         r = x - z @ D  # (n, d) residual
-        self.A.mul_(self.beta).add_(z.T @ z / n)
-        self.B.mul_(self.beta).add_(z.T @ x / n)
+        beta = self.forgetting_factor(n)
+        self.A.mul_(beta).add_(z.T @ z / n)
+        self.B.mul_(beta).add_(z.T @ x / n)
         self.steps.add_(1)
         self._bcd_()
         if self.resample_every and int(self.steps) % self.resample_every == 0:
