@@ -122,10 +122,17 @@ def infomax_score_derivative(u: Tensor, score: str = "logistic", signs: Tensor |
     return t.square_().neg_().add_(1.0).mul_(signs).add_(1.0)  # 1 + k (1 - tanh^2 u), t^2 = tanh^2 u
 
 
-def newton_direction(u: Tensor, phi: Tensor, dphi: Tensor, lam_min: float = 1e-2) -> Tensor:
+def relative_gradient(u: Tensor, phi: Tensor) -> Tensor:
+    """``G = E[phi(u) u^T] - I``: (k, k), the relative gradient of the InfoMax loss
+    (``natural_gradient_direction`` is ``-G``)."""
+    return -natural_gradient_direction(u, phi)
+
+
+def newton_direction(u: Tensor, phi: Tensor, dphi: Tensor, lam_min: float = 1e-2, G: Tensor | None = None) -> Tensor:
     """The relative Newton step ``D: (k, k)`` (update ``W <- W + D W``) under Picard's
     Hessian approximation (see the module docstring), for outputs ``u``, scores
-    ``phi = phi(u)`` and ``dphi = phi'(u)``, all ``(n, k)``.
+    ``phi = phi(u)`` and ``dphi = phi'(u)``, all ``(n, k)``; ``G`` from
+    :func:`relative_gradient` may be passed when already computed.
 
     Each 2x2 block ``[[a, 1], [1, b]]`` whose smallest eigenvalue
     ``(a + b - sqrt((a - b)^2 + 4)) / 2`` is below ``lam_min`` gets ``a`` and ``b`` raised by
@@ -133,9 +140,8 @@ def newton_direction(u: Tensor, phi: Tensor, dphi: Tensor, lam_min: float = 1e-2
     """
     if not lam_min > 0:
         raise ValueError(f"lam_min={lam_min!r} out of range; allowed: (0, inf)")
-    n, k = u.shape
-    eye = torch.eye(k, device=u.device, dtype=u.dtype)
-    G = phi.T @ u / n - eye  # relative gradient (k, k)
+    if G is None:
+        G = relative_gradient(u, phi)  # (k, k)
     uu = u * u  # (n, k)
     var = uu.mean(0)  # (k,) E[y_j^2]
     a = dphi.mean(0)[:, None] * var[None, :]  # (k, k) h_ij
@@ -166,6 +172,24 @@ def infomax_negative_log_likelihood(x: Tensor, W: Tensor, score: str = "logistic
     return -0.5 * torch.linalg.slogdet(W @ W.T)[1] - infomax_log_density(u, score, signs).mean()
 
 
+def newton_line_search(x: Tensor, W: Tensor, D: Tensor, loss: Tensor, score: str, signs: Tensor | None,
+                       max_halvings: int = 10, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, float] | None:
+    """Backtracking on the InfoMax loss along ``W <- (I + s D) W`` (times ``mask`` when
+    given), ``s = 1, 1/2, ..., 2^-max_halvings``: the first ``(W_new, u_new = x W_new^T,
+    loss_new, s)`` with ``loss_new < loss``, or None when no step lowers it."""
+    step = 1.0
+    for _ in range(int(max_halvings) + 1):
+        W_new = W + step * (D @ W)
+        if mask is not None:
+            W_new = W_new * mask
+        u_new = x @ W_new.T
+        loss_new = infomax_negative_log_likelihood(x, W_new, score, signs, u=u_new)
+        if bool(loss_new < loss):
+            return W_new, u_new, loss_new, step
+        step *= 0.5
+    return None
+
+
 def infomax_newton(
     x: Tensor,
     W: Tensor,
@@ -191,8 +215,6 @@ def infomax_newton(
     for name, v, low in (("max_iter", max_iter, 0), ("max_halvings", max_halvings, 0)):
         if int(v) != v or v < low:
             raise ValueError(f"{name}={v!r} out of range; allowed: integers >= {low}")
-    k = W.shape[0]
-    eye = torch.eye(k, device=W.device, dtype=W.dtype)
     u = x @ W.T  # (n, k)
     signs = extended_signs(u) if score == "extended" else None
     loss = infomax_negative_log_likelihood(x, W, score, signs, u=u)
@@ -204,26 +226,17 @@ def infomax_newton(
                 signs = new_signs
                 loss = infomax_negative_log_likelihood(x, W, score, signs, u=u)
         phi = infomax_score(u, score, signs)
-        grad_max = float((phi.T @ u / u.shape[0] - eye).abs().max())
-        info["gradient_max"] = grad_max
+        G = relative_gradient(u, phi)
+        info["gradient_max"] = grad_max = float(G.abs().max())
         if grad_max < tol:
             info["converged"] = True
             break
-        D = newton_direction(u, phi, infomax_score_derivative(u, score, signs, phi), lam_min)
-        step, accepted = 1.0, False
-        for _ in range(int(max_halvings) + 1):
-            M = eye + step * D
-            u_new = u @ M.T
-            W_new = M @ W
-            loss_new = infomax_negative_log_likelihood(x, W_new, score, signs, u=u_new)
-            if bool(loss_new < loss):
-                accepted = True
-                break
-            step *= 0.5
-        if not accepted:  # no step lowers the loss: at the working precision's optimum
+        D = newton_direction(u, phi, infomax_score_derivative(u, score, signs, phi), lam_min, G=G)
+        found = newton_line_search(x, W, D, loss, score, signs, max_halvings)
+        if found is None:  # no step lowers the loss: at the working precision's optimum
             info["converged"] = True
             break
-        W, u, loss = W_new, u_new, loss_new
+        W, u, loss, _ = found
         info.update(n_iter=it, loss=float(loss))
         if callback is not None and callback(it, W):
             break

@@ -124,7 +124,7 @@ def _knn_sq_mm(zc: Tensor, k: int, step: int) -> Tensor:
     work = zc.float() if low else zc
     # One GEMM per block, no bias pass: [a, 1] @ [-2 z^T; |z|^2] = |b|^2 - 2 a.b
     lhs = torch.cat([work, torch.ones_like(work[:, :1])], 1)  # (N, d + 1)
-    rhs = torch.cat([-2.0 * work.T, (work * work).sum(1)[None, :]], 0)  # (d + 1, N)
+    rhs = torch.cat([-2.0 * work.T, ((work * work).sum(1) if low else sq)[None, :]], 0)  # (d + 1, N)
     if low:
         delta = 2.0 * (d + 5) * 2.0**-24 * (sq.sqrt() + sq.max().sqrt()) ** 2  # (N,)
     buf = torch.empty(min(step, n), n, device=zc.device, dtype=work.dtype)  # reused: no page faults per block

@@ -46,6 +46,8 @@ from structlearn.functional.ica import (
     infomax_score_derivative,
     natural_gradient_direction,
     newton_direction,
+    newton_line_search,
+    relative_gradient,
     symmetric_orthogonalize,
 )
 from structlearn.models.dense import DenseLayer
@@ -129,17 +131,12 @@ class InfoMax(Objective):
                 "sub_gaussian_units": (self.signs < 0).sum().to(x.dtype)}
 
     def _newton_step(self, x: Tensor, W: Tensor, u: Tensor, phi: Tensor, signs: Tensor | None) -> dict[str, Tensor]:
-        g_norm = torch.linalg.matrix_norm(natural_gradient_direction(u, phi), ord=2)
-        D = newton_direction(u, phi, infomax_score_derivative(u, self.score, signs, phi))  # (k, k)
+        G = relative_gradient(u, phi)
+        D = newton_direction(u, phi, infomax_score_derivative(u, self.score, signs, phi), G=G)  # (k, k)
         nll = infomax_negative_log_likelihood(x, W, self.score, signs, u=u)
-        step = 1.0
-        for _ in range(self.max_halvings + 1):
-            W_new = (W + step * (D @ W)) * self.layer.mask
-            if bool(infomax_negative_log_likelihood(x, W_new, self.score, signs) < nll):
-                self.layer.weight.copy_(W_new)
-                break
-            step *= 0.5
-        else:
-            step = 0.0
-        return {"loss": nll, "natural_gradient_norm": g_norm, "step_size": torch.tensor(step, dtype=x.dtype),
+        found = newton_line_search(x, W, D, nll, self.score, signs, self.max_halvings, mask=self.layer.mask)
+        if found is not None:
+            self.layer.weight.copy_(found[0])
+        return {"loss": nll, "natural_gradient_norm": torch.linalg.matrix_norm(G, ord=2),
+                "step_size": torch.tensor(0.0 if found is None else found[3], dtype=x.dtype),
                 "sub_gaussian_units": (self.signs < 0).sum().to(x.dtype)}

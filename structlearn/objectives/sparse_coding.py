@@ -16,8 +16,9 @@ forgetting (``MiniBatchDictionaryLearning._update_inner_stats``): at batch ``t``
 size ``b``, ``theta = (t + 1) b`` while ``t < b - 1``, else ``b^2 + t + 1 - b``, and
 ``beta_t = (theta + 1 - b) / (theta + 1)``, which forgets the first, random-dictionary codes
 quickly and then grows to 1. ``init="data"`` replaces the atoms by random samples of the first
-batch (masked, normalised; Mairal et al. 2010) instead of keeping the layer's random start. Atoms whose usage ``A_jj`` stays below ``dead_fraction`` of the median are re-seeded
-with a batch residual (standard in online dictionary learning), so no unit stays random.
+batch (masked, normalised; Mairal et al. 2010) instead of keeping the layer's random start.
+Atoms whose usage ``A_jj`` stays below ``dead_fraction`` of the median are re-seeded with a
+batch residual (standard in online dictionary learning), so no unit stays random.
 """
 from __future__ import annotations
 
