@@ -48,7 +48,16 @@ SCHEMA = "structlearn-bench/1"
 SIZES = ("full", "quick", "tiny")
 RESULT_KEYS = ("benchmark", "case", "ours", "baseline", "ours_s", "baseline_s", "speedup", "peak_fraction",
                "gflops", "ours_n", "baseline_n", "ours_times", "baseline_times", "target", "met", "quality", "notes")
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"  # in a source checkout
+
+
+def default_dir() -> Path:
+    """``experiments/benchmarks`` of the source checkout, else of the current folder (an
+    installed wheel carries no benchmarks: they compare against optional third-party code)."""
+    for d in (DEFAULT_DIR, Path.cwd() / "experiments" / "benchmarks"):
+        if (d / "__init__.py").is_file():
+            return d
+    return DEFAULT_DIR
 
 
 # ----------------------------------------------------------------------------- timing
@@ -320,15 +329,15 @@ class Benchmark:
     default: bool = True
 
 
-def load_benchmarks(folder: str | Path = DEFAULT_DIR) -> dict[str, Benchmark]:
+def load_benchmarks(folder: str | Path | None = None) -> dict[str, Benchmark]:
     """Import every module of ``folder`` (a package: it has ``__init__.py``) and collect
     their ``BENCHMARK`` objects, ordered by ``order``. Modules may import shared helpers
     from their siblings with relative imports (``from ._data import ...``)."""
-    folder = Path(folder)
+    folder = default_dir() if folder is None else Path(folder)
     init = folder / "__init__.py"
     if not init.is_file():
         raise ValueError(f"benchmark folder {str(folder)!r} has no __init__.py; allowed: a folder like "
-                         f"experiments/benchmarks of the structlearn repository (pass --dir)")
+                         f"experiments/benchmarks of a structlearn checkout (run from one, or pass --dir)")
     pkg = f"_structlearn_benchmarks_{abs(hash(str(folder.resolve())))}"
     if pkg not in sys.modules:
         spec = importlib.util.spec_from_file_location(pkg, init, submodule_search_locations=[str(folder)])

@@ -15,8 +15,11 @@ from typing import Any
 
 import yaml
 
+import structlearn.objectives  # noqa: F401  (registers the built-in objectives)
+import structlearn.prune  # noqa: F401  (registers the built-in pruners)
 from structlearn.data.images import BUNDLED_DEFAULT
-from structlearn.objectives.base import check_choice, check_range
+from structlearn.params import check_choice, check_params, check_range, declared_params
+from structlearn.prune.base import PRUNERS
 
 
 @dataclass(frozen=True)
@@ -57,48 +60,51 @@ class DataConfig:
         return tuple(self.patch)
 
 
+COMMON_PRUNE_FIELDS = ("scope", "threshold", "density", "rounds")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     method: str = "magnitude"  # pruner name (registry "pruner"): magnitude | imp | beta_lasso
-    scope: str = "unit"  # "unit": per-unit threshold/density; "global": one for the layer
-    threshold: float | None = 0.1  # keep |w| >= threshold * max|w|, in [0, 1); or None
-    density: float | None = None  # or: keep this share of weights, in (0, 1] (imp: the final density)
+    scope: str = "unit"  # "unit": per-unit threshold/density; "global": one for the layer (pruners that have a scope)
+    threshold: float | None = None  # magnitude: keep |w| >= threshold * max|w|, in [0, 1) (default 0.1 when no density)
+    density: float | None = None  # magnitude/imp: keep this share of weights, in (0, 1] (imp: the final density)
     finetune_steps: int = 200  # training steps after each pruning round, with the mask fixed
     finetune_params: dict = field(default_factory=dict)  # objective hyperparameters for fine-tuning, e.g. {lam: 0.3}
     rounds: int = 1  # pruning rounds, >= 1 (imp: density falls geometrically to `density`)
     rewind_step: int | None = None  # after each round reset the layer to its state after this many steps (0 = init), kept support only
-    params: dict = field(default_factory=dict)  # the pruner's own hyperparameters (beta_lasso: lam, beta, lr)
+    params: dict = field(default_factory=dict)  # the pruner's own other hyperparameters (beta_lasso: lam, beta, lr)
 
     def pruner_kwargs(self) -> dict:
-        return {"scope": self.scope, "threshold": self.threshold, "density": self.density,
-                "rounds": self.rounds, **self.params}
+        """The common fields the pruner declares, plus ``params``. A common field set to a
+        value that the pruner does not declare is an error (no silent ignoring)."""
+        declared = declared_params(PRUNERS.get(self.method))
+        defaults = {"scope": "unit", "rounds": 1}
+        out = {}
+        for k in COMMON_PRUNE_FIELDS:
+            v = getattr(self, k)
+            if k in declared:
+                out[k] = v
+            elif v is not None and v != defaults.get(k):
+                raise ValueError(f"prune.{k}={v!r}: pruner {self.method!r} has no {k}; "
+                                 f"its parameters: {', '.join(declared)}")
+        clash = sorted(set(self.params) & set(COMMON_PRUNE_FIELDS))
+        if clash:
+            raise ValueError(f"prune.params may not set {clash}; allowed: set them as prune.{clash[0]}")
+        return {**out, **self.params}
 
     def build(self):
-        """The pruner object (registry "pruner"); its constructor validates the method's fields."""
-        import structlearn.prune  # noqa: F401  (registers the built-in pruners; late: no import cycle)
-        from structlearn.prune.magnitude import PRUNERS
-
-        factory = PRUNERS.get(self.method)
-        try:
-            return factory(**self.pruner_kwargs())
-        except TypeError as e:
-            import inspect
-
-            allowed = [q for q in inspect.signature(factory).parameters
-                       if q not in ("self", "scope", "threshold", "density", "rounds")]
-            raise ValueError(f"prune.params for pruner {self.method!r}: {e}; allowed: {', '.join(allowed) or 'none'}") from e
+        """The pruner object (registry "pruner"); its constructor checks its declared parameters."""
+        return PRUNERS.create(self.method, **self.pruner_kwargs())
 
     def validate(self) -> None:
-        check_choice("prune.scope", self.scope, ("unit", "global"))
-        if self.threshold is not None:
-            check_range("prune.threshold", self.threshold, 0, 1, high_open=True)
-        if self.density is not None:
-            check_range("prune.density", self.density, 0, 1, low_open=True)
-        check_range("prune.finetune_steps", self.finetune_steps, 0, None)
-        check_range("prune.rounds", self.rounds, 1, None)
+        check_range("prune.finetune_steps", self.finetune_steps, 0, None, integer=True)
         if self.rewind_step is not None:
-            check_range("prune.rewind_step", self.rewind_step, 0, None)
-        self.build()
+            check_range("prune.rewind_step", self.rewind_step, 0, None, integer=True)
+        try:
+            self.build()
+        except ValueError as e:
+            raise ValueError(f"prune: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,10 @@ class LayerConfig:
         if self.nonlinearity == "pool_energy" and self.n_units % self.pool_group:
             raise ValueError(f"layers.{i}.pool_group={self.pool_group} must divide n_units={self.n_units}")
         if self.prune is not None:
-            self.prune.validate()
+            try:
+                self.prune.validate()
+            except ValueError as e:
+                raise ValueError(f"layers.{i}.{e}") from None
             if self.prune.rewind_step is not None and self.prune.rewind_step > self.steps:
                 raise ValueError(f"layers.{i}.prune.rewind_step={self.prune.rewind_step} out of range; "
                                  f"allowed: [0, layers.{i}.steps={self.steps}]")

@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from structlearn.io import atomic_write_text
 
 
 class Logger(Protocol):
@@ -42,8 +43,6 @@ class JsonlLogger:
         self.path = Path(path)
 
     def truncate_after(self, step: int) -> None:
-        from structlearn.io import atomic_write_text
-
         if not self.path.exists():
             return
         keep = []
@@ -67,6 +66,16 @@ class JsonlLogger:
         return None
 
 
+def wandb_dirs(run_dir: str | Path) -> dict[str, str]:
+    """W&B's staging, cache, config and artifact folders inside the run folder, as environment
+    variables. Only an entry point applies them (with ``setdefault``, so a user's own settings
+    win): W&B reads these from the environment alone."""
+    run_dir = Path(run_dir)
+    return {var: str(run_dir / sub) for var, sub in (
+        ("WANDB_DATA_DIR", "wandb/data"), ("WANDB_CACHE_DIR", "wandb/cache"),
+        ("WANDB_CONFIG_DIR", "wandb/config"), ("WANDB_ARTIFACT_DIR", "wandb/artifacts"))}
+
+
 class WandbLogger:
     """W&B run in ``mode`` ('offline' writes under ``run_dir/wandb``; nothing leaves the
     machine until the user runs ``wandb sync``). Images must be uint8 (W&B does not rescale)."""
@@ -79,15 +88,9 @@ class WandbLogger:
         except ImportError as e:  # pragma: no cover - wandb is a core dependency
             raise ImportError("W&B logging needs wandb: pip install wandb, or use --wandb disabled") from e
         run_dir = Path(run_dir)
-        for var, sub in (("WANDB_DIR", ""), ("WANDB_DATA_DIR", "wandb/data"), ("WANDB_CACHE_DIR", "wandb/cache"),
-                         ("WANDB_CONFIG_DIR", "wandb/config"), ("WANDB_ARTIFACT_DIR", "wandb/artifacts")):
-            path = run_dir / sub
-            path.mkdir(parents=True, exist_ok=True)
-            os.environ[var] = str(path)
-        os.environ.setdefault("WANDB_SILENT", "true")
         self._wandb = wandb
-        self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
-                              id=run_id, resume="allow", settings=wandb.Settings(console="off", x_disable_stats=True))
+        self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode, id=run_id,
+                              resume="allow", settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(dict(metrics), step=step)

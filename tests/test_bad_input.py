@@ -14,10 +14,12 @@ SMALL = ["data.n_train=600", "data.n_test=50", "layers.0.n_units=8", "layers.0.s
     ("nope=1", "unknown config key.*nope.*allowed: name, seed"),
     ("data.colour=1", "unknown config key.*colour.*in data; allowed: source"),
     ("layers.0.objective=magic", "unknown objective 'magic'; available: .*sparse_coding"),
-    ("layers.0.params.lam=0", "lam=0 out of range; allowed: \\(0, inf\\]"),
+    ("layers.0.params.lam=0", "lam=0 out of range; allowed: finite numbers in \\(0, inf\\)"),
+    ("layers.0.params.lam=.inf", "lam=inf is not finite"),
+    ("layers.0.params.n_iter=2.5", "n_iter=2.5 is not an integer"),
     ("layers.0.params.lam=-1", "lam=-1 out of range"),
     ("layers.0.params.nonsense=3", "nonsense"),
-    ("layers.0.prune.threshold=null", None),  # valid on its own only with a density
+    ("layers.0.prune.threshold=null", None),  # valid: magnitude's own default threshold applies
     ("layers.0.prune.density=1.5", "exactly one|density"),
     ("data.grid=[1, 1]", "one tile"),
     ("data.tile=[600, 8]", "larger than every image"),
@@ -29,9 +31,8 @@ SMALL = ["data.n_train=600", "data.n_test=50", "layers.0.n_units=8", "layers.0.s
     ("data.n_train=abc", "integer"),
 ])
 def test_bad_config_values(override, msg):
-    if msg is None:  # threshold=None and density=None: neither given
-        with pytest.raises(ValueError, match="exactly one"):
-            load_config(None, SMALL + [override])
+    if msg is None:  # threshold=None and density=None: the pruner's default (0.1) applies
+        assert load_config(None, SMALL + [override]).layers[0].prune.build().threshold == 0.1
         return
     with pytest.raises(ValueError, match=msg):
         Trainer(load_config(None, SMALL + [override])).run()

@@ -11,7 +11,7 @@ import yaml
 
 from structlearn.config import load_config
 from structlearn.loggers import JsonlLogger
-from structlearn.train import Trainer
+from structlearn.testing import trainer_in
 
 TINY = {
     "name": "tiny",
@@ -70,7 +70,7 @@ def _run(cfg, run_dir, stop_at=None, exc=KeyboardInterrupt):
     def hook(step):
         if stop_at is not None and step == stop_at:
             raise exc
-    return Trainer(cfg, run_dir, [JsonlLogger(run_dir / "metrics.jsonl")], on_step=hook).run()
+    return trainer_in(cfg, run_dir, [JsonlLogger(run_dir / "metrics.jsonl")], on_step=hook).run()
 
 
 def _final_state(run_dir):
@@ -102,10 +102,10 @@ def test_resume_refuses_other_config_and_corrupt_checkpoint(tiny_yaml, tmp_path)
         _run(cfg, tmp_path, 12)
     other = load_config(tiny_yaml, ["seed=5"])
     with pytest.raises(ValueError, match="different config"):
-        Trainer(other, tmp_path).run()
+        trainer_in(other, tmp_path).run()
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt"):
-        Trainer(cfg, tmp_path).run()
+        trainer_in(cfg, tmp_path).run()
 
 
 def test_cli_resume_of_missing_folder_is_a_clear_error(tmp_path):

@@ -164,20 +164,21 @@ TINY = {
 
 def test_recorder_follows_the_trainer():
     from structlearn.depth.space import search_config_from_dict
+    from structlearn.callbacks import OnCodes
     from structlearn.train import Trainer
 
     d = dict(TINY, layers=TINY["layers"] * 2)
     d.pop("search")
     run = search_config_from_dict(d).run
     seen, codes = [], []
-    tr = Trainer(run)
-    rec = LayerEntropyRecorder(tr.prepare().test, on_gain=lambda l, g, h: seen.append((l, g, h)))
+    data = Trainer(run).prepare()
+    rec = LayerEntropyRecorder(data.test, on_gain=lambda l, g, h: seen.append((l, g, h)))
 
     def hook(li, obj, z):
         codes.append(z)
         rec(li, obj, z)
 
-    tr.on_layer = hook
+    tr = Trainer(run, callbacks=[OnCodes(hook)], data=data)
     tr.run()
     assert [s[0] for s in seen] == [1, 2] and len(rec.entropies) == 3
     ref = entropy_profile([tr.data.test] + codes)

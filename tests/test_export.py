@@ -66,16 +66,16 @@ def test_kernels_larger_than_input_or_mismatched_are_refused():
 def test_export_command_on_a_finished_run(tmp_path):
     from structlearn.cli import main
     from structlearn.config import load_config
-    from structlearn.rundir import write_config
-    from structlearn.train import Trainer
+    from structlearn.config import dump_config
+    from structlearn.testing import trainer_in
 
     cfg = load_config(None, ["data.grid=[2,2]", "data.tile=[4,4]", "data.n_train=800", "data.n_test=100",
                              "layers.0.n_units=16", "layers.0.steps=5", "layers.0.prune.finetune_steps=0",
                              "wandb=disabled"])
-    write_config(tmp_path, cfg)
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
     assert main(["export", str(tmp_path)]) == 2  # unfinished run: a clear error, no spec
     assert not (tmp_path / "architecture.json").exists()
-    Trainer(cfg, tmp_path).run()
+    trainer_in(cfg, tmp_path).run()
     assert main(["export", str(tmp_path)]) == 0
     spec = json.loads((tmp_path / "architecture.json").read_text())
     validate_spec(spec)

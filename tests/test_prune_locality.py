@@ -69,7 +69,7 @@ def test_relative_threshold_and_mask_never_grows():
 
 
 @pytest.mark.parametrize("kw, msg", [({"density": 0.0}, "density"), ({"density": 1.5}, "density"),
-                                     ({"threshold": 1.0}, "threshold"), ({}, "exactly one"),
+                                     ({"threshold": 1.0}, "threshold"), ({"threshold": 0.1, "density": 0.1}, "not both"),
                                      ({"scope": "row", "density": 0.1}, "scope")])
 def test_pruner_bad_input(kw, msg):
     with pytest.raises(ValueError, match=msg):

@@ -14,7 +14,9 @@ from structlearn.loggers import JsonlLogger
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.base import OBJECTIVES
 from structlearn.prune import PRUNERS, IterativeMagnitudePruner, imp_schedule, magnitude_mask
-from structlearn.prune.sweep import density_sweep, knee, summarise_sweep
+from structlearn.prune.sweep import knee, summarise_sweep
+from structlearn.runs.sweep import density_sweep
+from structlearn.testing import trainer_in
 from structlearn.train import Trainer
 
 # a 2x2 mosaic of 4x4 tiles (64 pixels), 12 units: a whole run takes well under a second
@@ -80,7 +82,7 @@ def test_beta_lasso_pruner_threshold_and_shrink():
     layer = DenseLayer(4, 1, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[0.5, -0.02, 0.04, -0.3]]))
-    p = PRUNERS.create("beta_lasso", lam=0.01, beta=3.0, lr=2.0, threshold=None)
+    p = PRUNERS.create("beta_lasso", lam=0.01, beta=3.0, lr=2.0)
     p(layer, 0)  # keep |w| >= 0.03
     assert layer.mask.tolist() == [[True, False, True, True]]
     p.after_step(layer)  # w - 0.02 sign(w) -> [0.48, 0, 0.02, -0.28]; 0.02 < 0.03 is pruned
@@ -121,7 +123,7 @@ def test_masks_survive_training(method, extra, monkeypatch):
             assert torch.equal(layer.mask, seen["mask"])
         checks.append(step)
 
-    tr = Trainer(cfg, on_step=on_step)
+    tr = trainer_in(cfg, on_step=on_step)
     tr.run()
     pr = cfg.layers[0].prune
     assert seen["rounds"] == list(range(pr.rounds))
@@ -189,7 +191,7 @@ def test_resume_in_the_middle_of_imp_equals_uninterrupted(tmp_path, stop_at, exc
         def hook(step):
             if step == stop:
                 raise exc
-        return Trainer(cfg, d, [JsonlLogger(d / "metrics.jsonl")], on_step=hook).run()
+        return trainer_in(cfg, d, [JsonlLogger(d / "metrics.jsonl")], on_step=hook).run()
 
     full = run(a)
     with pytest.raises(exc):
@@ -247,7 +249,7 @@ def test_density_sweep_exact_densities_and_restores_the_layer():
             assert torch.equal(v, before[k]), k
         assert obj.lam == 0.2
     # density 1 with no fine-tuning is the layer itself
-    from structlearn.train import evaluate
+    from structlearn.metrics import evaluate
 
     (row,) = density_sweep(obj, x, x[:50], [1.0], finetune_steps=0)
     assert row["recon_rel_error"] == pytest.approx(evaluate(obj, x[:50], None, True)["recon_rel_error"])
@@ -259,22 +261,22 @@ def test_density_sweep_exact_densities_and_restores_the_layer():
 
 @pytest.mark.parametrize("override, msg", [
     ("layers.0.prune.method=imp", "imp' needs a final density"),
-    ("layers.0.prune.rounds=3", "'magnitude' is one-shot"),
-    ("layers.0.prune.rounds=0", "prune.rounds=0 out of range"),
+    ("layers.0.prune.rounds=3", "rounds=3 is not allowed; allowed: 1 \\(magnitude pruning is one-shot"),
+    ("layers.0.prune.rounds=0", "layers.0.prune: pruner 'magnitude': rounds=0 is not allowed"),
     ("layers.0.prune.rewind_step=13", "rewind_step=13 out of range; allowed: \\[0, layers.0.steps=12\\]"),
     ("layers.0.prune.rewind_step=-1", "rewind_step=-1 out of range"),
-    ("layers.0.prune.method=beta_lasso", "takes no threshold or density"),
-    ("layers.0.prune.params={gamma: 1}", "prune.params for pruner 'magnitude'.*gamma"),
+    ("layers.0.prune.method=beta_lasso\nlayers.0.prune.threshold=0.1", "prune.threshold=0.1: pruner 'beta_lasso' has no threshold"),
+    ("layers.0.prune.params={gamma: 1}", "pruner 'magnitude' has no parameter 'gamma'; allowed: rounds, scope"),
     ("layers.0.prune.method=random", "unknown pruner 'random'; available: beta_lasso, imp, magnitude"),
 ])
 def test_bad_prune_config(override, msg):
     with pytest.raises(ValueError, match=msg):
-        tiny(override)
+        tiny(*override.split("\n"))
 
 
 @pytest.mark.parametrize("kw, msg", [
     ({"density": 0.0, "rounds": 2}, "density"), ({"density": 1.5}, "density"), ({"density": 0.1, "rounds": 0}, "rounds"),
-    ({"density": 0.1, "threshold": 0.2}, "no threshold"), ({"density": 0.1, "scope": "row"}, "scope"),
+    ({"density": 0.1, "threshold": 0.2}, "no parameter 'threshold'"), ({"density": 0.1, "scope": "row"}, "scope"),
 ])
 def test_bad_imp_arguments(kw, msg):
     with pytest.raises(ValueError, match=msg):

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from structlearn.config import load_config
-from structlearn.train import Trainer, apply_nonlinearity, encode_all, evaluate
+from structlearn.build import apply_nonlinearity, encode_all
+from structlearn.metrics import evaluate
+from structlearn.testing import trainer_in
 
 STACK = Path(__file__).resolve().parents[1] / "experiments" / "stack3.yaml"
 
@@ -42,7 +44,7 @@ def stack_run(tmp_path_factory):
     """The tiny stack, trained in-process (for the objectives) into a run folder."""
     run_dir = tmp_path_factory.mktemp("stack")
     cfg = load_config(STACK, TINY)
-    trainer = Trainer(cfg, run_dir)
+    trainer = trainer_in(cfg, run_dir)
     summary = trainer.run()
     return cfg, trainer, run_dir, summary
 

@@ -40,10 +40,10 @@ def _limit_threads(n: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from structlearn.bench import (DEFAULT_DIR, Context, format_table, load_benchmarks, machine_meta, report, select,
+    from structlearn.bench import (Context, format_table, load_benchmarks, machine_meta, report, select,
                                    validate_report)
     from structlearn.io import atomic_write_json
-    from structlearn.train import resolve_device
+    from structlearn.runtime import resolve_device
 
     if args.show:
         from structlearn.io import read_json
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.threads < 1:
         raise ValueError(f"--threads={args.threads} out of range; allowed: integers >= 1")
-    benchmarks = load_benchmarks(args.folder or DEFAULT_DIR)
+    benchmarks = load_benchmarks(args.folder)
     if args.list:
         for b in benchmarks.values():
             print(f"{b.name:22s} {'' if b.default else '(only when named) '}{b.summary}")

@@ -1,9 +1,14 @@
-"""``structlearn export RUN_DIR``: the discovered architecture as a versioned spec for NAS."""
+"""``structlearn export RUN_DIR``: the discovered architecture as a versioned spec for NAS.
+
+The spec is built from the run's read-out (``structure.json``), with the same ``--threshold``
+as ``structlearn report``: both commands read, and if needed write, one result."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from structlearn.commands.report import add_readout_arguments, readout_options
 
 HELP = "write the discovered architecture (conv/pool/dense stages) as a spec for NAS pipelines"
 
@@ -12,17 +17,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished run folder")
     p.add_argument("--format", default="json", help="exporter name (json; plugins add more, e.g. optuna_space)")
     p.add_argument("--out", help="output path (default: RUN_DIR/architecture.json or RUN_DIR/<format>.json)")
+    add_readout_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from structlearn.export import EXPORTERS
-    from structlearn.export.from_run import spec_from_run
     from structlearn.io import atomic_torch_save
+    from structlearn.runs import Run
+    from structlearn.runs.export import spec_from_run
+    from structlearn.runs.readout import ensure_structure
 
     write = EXPORTERS.create(args.format)  # unknown formats fail before any work
-    run_dir = Path(args.run_dir)
-    spec, kernels = spec_from_run(run_dir)
-    out = Path(args.out) if args.out else run_dir / ("architecture.json" if args.format == "json" else f"{args.format}.json")
+    conv_kwargs = readout_options(args)
+    run = Run(args.run_dir)
+    if args.recompute:
+        ensure_structure(run, conv_kwargs, recompute=True)
+    spec, kernels = spec_from_run(run, conv_kwargs)
+    out = Path(args.out) if args.out else run.file("architecture.json" if args.format == "json" else f"{args.format}.json")
     write(spec, out)
     if kernels:
         atomic_torch_save(out.with_name(out.stem + "_kernels.pt"), {"kernels": kernels})

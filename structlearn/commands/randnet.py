@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 HELP = "random-weight networks: Spearman correlation of output entropy with linear-probe accuracy"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "random_nets.yaml"
+DEFAULT_CONFIG = "random_nets"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML (default: experiments/random_nets.yaml)")
+    p.add_argument("config", nargs="?", help="YAML, or the name of a bundled config (default: random_nets)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field, e.g. n_nets=200 or source=/data/cifar-10-batches-py (repeatable)")
     p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
@@ -47,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from structlearn.config import to_dict
     from structlearn.depth.random_nets import plot_random_nets, run_random_net_study
     from structlearn.io import atomic_write_json, atomic_write_text
-    from structlearn.rundir import new_run_dir
+    from structlearn.commands import set_threads
+    from structlearn.configs import config_path
+    from structlearn.runs.run import new_run_dir
 
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    cfg = load_randnet_config(path, args.overrides)
+    cfg = load_randnet_config(config_path(args.config or DEFAULT_CONFIG), args.overrides)
+    set_threads(cfg.threads)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     result = run_random_net_study(cfg, log=log)
     run_dir = new_run_dir(args.out, cfg.name)

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 HELP = "choose the depth of a layer-wise stack by the entropy gain per layer (Optuna study)"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "search_mosaic.yaml"
+DEFAULT_CONFIG = "search_mosaic"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="search YAML: a discover config plus a search: block "
-                                             "(default: experiments/search_mosaic.yaml)")
+                                             "(default: the bundled search_mosaic)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field, e.g. search.max_depth=3 or data.n_train=5000 (repeatable)")
     p.add_argument("--storage", help="sqlite (default: study.db in the run folder), journal[:PATH] "
@@ -33,9 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from structlearn.commands import set_threads
+    from structlearn.configs import config_path
     from structlearn.depth.space import load_search_config
     from structlearn.depth.study import read_search_dir, run_search, validate_search
     from structlearn.io import read_json
+    from structlearn.runs.run import safe_name
 
     storage, study_name = args.storage, args.study_name
     if args.resume:
@@ -47,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
         storage = storage if storage is not None else state.get("storage")
         study_name = study_name or state.get("study_name")
     else:
-        path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-        cfg = load_search_config(path, args.overrides)
-        run_dir = Path(args.out) / f"search-{cfg.run.name}-{cfg.fingerprint()}"
+        cfg = load_search_config(config_path(args.config or DEFAULT_CONFIG), args.overrides)
+        run_dir = Path(args.out) / f"search-{safe_name(cfg.run.name)}-{cfg.fingerprint()}"
         if (run_dir / "search_state.json").exists():
             state = read_json(run_dir / "search_state.json")
             storage = storage if storage is not None else state.get("storage")
+    set_threads(cfg.run.threads)
     cache = validate_search(cfg)  # bad data, objective or range: fails here, before any file is written
     resumed = (run_dir / "search_state.json").exists()
     print(f"{'resuming' if resumed else 'new'} search folder: {run_dir}", file=sys.stderr)

@@ -25,11 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"densities in (0, 1] (default: {' '.join(map(str, DEFAULT_DENSITIES))})")
     p.add_argument("--finetune-steps", type=int, default=100, help="fine-tuning steps per density (default: 100)")
     p.add_argument("--scope", choices=["unit", "global"], help="pruning scope (default: the run's)")
+    p.add_argument("--pruner", help="a registered pruner with a density (default: the run's, if it has one, else magnitude)")
     p.add_argument("--n-eval", type=int, default=512, help="held-out samples for the metrics (default: 512)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from structlearn.prune.sweep import format_sweep_table, run_sweep
+    from structlearn.commands import set_threads
+    from structlearn.prune.sweep import format_sweep_table
+    from structlearn.runs import Run
+    from structlearn.runs.sweep import run_sweep
 
     if args.finetune_steps < 0:
         raise ValueError(f"--finetune-steps={args.finetune_steps} out of range; allowed: integers >= 0")
@@ -41,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
             f"{k} {row[k]:.4g}" for k in ("recon_rel_error", "loss", "median_spread", "tile_purity_mean") if k in row),
             file=sys.stderr)
 
-    out = run_sweep(args.run_dir, densities=args.densities, mode=args.mode, scope=args.scope,
+    run = Run(args.run_dir)
+    set_threads(run.cfg.threads)
+    out = run_sweep(run, densities=args.densities, mode=args.mode, scope=args.scope, pruner=args.pruner,
                     finetune_steps=args.finetune_steps, n_eval=args.n_eval, on_point=show)
     print(format_sweep_table(out))
     print(f"wrote {args.run_dir}/sweep.json, sweep.md, sweep.png", file=sys.stderr)

@@ -9,15 +9,18 @@ was trained on instead of storing it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from structlearn.config import DataConfig
 from structlearn.data.images import load_images
 from structlearn.data.mosaics import gaussian_clone, make_mosaics
 from structlearn.data.patches import sample_patches
 from structlearn.data.whiten import ZCA, whiten_one_over_f
+
+if TYPE_CHECKING:  # the config is read, never imported: data sits below config
+    from structlearn.config import DataConfig
 
 
 @dataclass
@@ -36,7 +39,7 @@ def _draw(cfg: DataConfig, images, n: int, g: torch.Generator) -> Tensor:
     return p - p.mean(dim=(1, 2), keepdim=True) if cfg.remove_mean != "none" else p
 
 
-def prepare(cfg: DataConfig, seed: int) -> Prepared:
+def prepare(cfg: "DataConfig", seed: int) -> Prepared:
     """Build the data of a run (CPU, float32)."""
     images = load_images(cfg.source, cfg.images)
     need = cfg.tile if cfg.kind == "mosaic" else cfg.patch

@@ -36,7 +36,8 @@ from torch import Tensor
 
 from structlearn.data.images import BUNDLED_DEFAULT
 from structlearn.depth.gain import layer_entropy, standardize_live
-from structlearn.objectives.base import check_choice, check_range
+from structlearn.params import check_choice, check_range
+from structlearn.runtime import derive_seed
 
 CONNECTIVITY = ("global", "local")
 NONLINEARITIES = ("relu", "abs", "tanh")
@@ -253,11 +254,7 @@ def prepare_probe_data(cfg: RandNetConfig, g: torch.Generator):
 
 def run_random_net_study(cfg: RandNetConfig, log=None) -> dict:
     """Sample ``cfg.n_nets`` networks; entropy of their outputs and probe accuracy; Spearman."""
-    from structlearn.train import derive_seed
-
     cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     x_tr, y_tr, x_te, y_te, shape = prepare_probe_data(cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, "data")))
     d_in = x_tr.shape[1]
     h_input = float(layer_entropy(x_tr, "coding_rate", d_ref=d_in, eps2=cfg.eps2))

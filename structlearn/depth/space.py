@@ -29,7 +29,7 @@ import yaml
 from structlearn.config import (PruneConfig, RunConfig, apply_overrides, from_dict, merge_config, read_yaml_mapping,
                                 to_dict)
 from structlearn.depth.gain import MEASURES
-from structlearn.objectives.base import check_choice, check_range
+from structlearn.params import check_choice, check_range
 
 PRUNERS = ("stall", "median", "none")
 

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from structlearn.depth.gain import LayerEntropyRecorder, choose_depth
@@ -44,7 +45,14 @@ from structlearn.depth.storage import (
     make_storage,
     study_lock,
 )
+from structlearn.build import check_layers
+from structlearn.callbacks import OnCodes
+from structlearn.config import RunConfig, to_dict
+from structlearn.data.prepare import Prepared
 from structlearn.io import atomic_write_json, atomic_write_text, read_json
+from structlearn.loggers import WandbLogger
+from structlearn.runtime import derive_seed
+from structlearn.train import Trainer
 
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -87,8 +95,6 @@ def make_sampler(cfg: SearchConfig, n_finished: int, n_running: int = 0):
     import optuna
     import warnings
 
-    from structlearn.train import derive_seed
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=derive_seed(cfg.run.seed, "sampler", n_finished, n_running) % 2**32,
@@ -114,17 +120,11 @@ class DataCache:
     def __init__(self) -> None:
         self._data: dict[str, Any] = {}
 
-    def trainer(self, run_cfg, on_layer=None):
-        from structlearn.config import to_dict
-        from structlearn.train import Trainer
-
+    def data(self, run_cfg: RunConfig) -> Prepared:
         key = repr((to_dict(run_cfg.data), run_cfg.seed))
-        tr = Trainer(run_cfg, None, on_layer=on_layer)
-        if key in self._data:
-            tr.data = self._data[key]
-        else:
-            self._data[key] = tr.prepare()
-        return tr
+        if key not in self._data:
+            self._data[key] = Trainer(run_cfg).prepare()
+        return self._data[key]
 
 
 def useful(entropies: list[float], cfg: SearchConfig) -> tuple[list[float], list[float], int, float]:
@@ -144,9 +144,7 @@ def run_trial(trial, cfg: SearchConfig, cache: DataCache) -> float:
     t0 = time.time()
     params = suggest(trial, cfg.search)
     run_cfg = trial_config(cfg, params)
-    tr = cache.trainer(run_cfg)
-    if run_cfg.threads:
-        torch.set_num_threads(run_cfg.threads)
+    data = cache.data(run_cfg)
 
     def on_gain(layer: int, gain: float, h: float) -> None:
         gains, scored, depth, u = useful(rec.entropies, cfg)
@@ -158,11 +156,10 @@ def run_trial(trial, cfg: SearchConfig, cache: DataCache) -> float:
         if trial.should_prune():
             raise optuna.TrialPruned(f"layer {layer} gained {scored[-1]:+.4f} < threshold {cfg.search.threshold}")
 
-    rec = LayerEntropyRecorder(tr.data.test, cfg.search.measure, eps2=cfg.search.eps2, on_gain=on_gain)
+    rec = LayerEntropyRecorder(data.test, cfg.search.measure, eps2=cfg.search.eps2, on_gain=on_gain)
     trial.set_user_attr("entropies", list(rec.entropies))
     trial.set_user_attr("dims", list(rec.dims))
-    tr.on_layer = rec
-    tr.run()
+    Trainer(run_cfg, callbacks=[OnCodes(rec)], data=data).run()
     return useful(rec.entropies, cfg)[3]
 
 
@@ -237,7 +234,10 @@ def _main_thread() -> bool:
 
 
 def _worker_entry(run_dir: str, storage_spec: str | None, study_name: str, n_trials: int, wandb_mode: str,
-                  index: int) -> None:
+                  index: int, threads: int = 0) -> None:
+    """Process entry point of a spawned search worker (so it sets its own torch threads)."""
+    if threads:
+        torch.set_num_threads(threads)
     try:
         run_worker(run_dir, storage_spec, study_name, n_trials, wandb_mode, index)
     except KeyboardInterrupt:
@@ -257,8 +257,6 @@ def _wandb_logger(run_dir: Path, cfg: SearchConfig, mode: str, study_name: str, 
     """A W&B run per worker (offline by default: under ``run_dir/wandb``), one step per trial."""
     if mode == "disabled":
         return None
-    from structlearn.loggers import WandbLogger
-
     id_file = run_dir / f"wandb_id_worker{index}.txt"
     if id_file.exists():
         run_id = id_file.read_text().strip()
@@ -283,20 +281,11 @@ def read_search_dir(run_dir: Path) -> SearchConfig:
 def validate_search(cfg: SearchConfig) -> DataCache:
     """Fail before any file is written: the data, the objective and its hyperparameters at
     every corner of the space. Returns the cache holding the prepared data."""
-    from structlearn.train import build_objective
-
     cache = DataCache()
     first, *rest = corner_params(cfg.search)
-    data = cache.trainer(trial_config(cfg, first)).data  # prepare() validates this corner's layers
+    data = cache.data(trial_config(cfg, first))  # prepare() checks this corner's layers
     for p in rest:
-        run_cfg = trial_config(cfg, p)
-        n_in, shape = data.train.shape[1], data.input_shape
-        for li, lc in enumerate(run_cfg.layers):
-            obj = build_objective(lc, n_in, shape, run_cfg.seed, li, torch.device("cpu"), torch.float32)
-            if lc.prune is not None and lc.prune.finetune_params:
-                obj.validate_params(**lc.prune.finetune_params)
-            n_in = lc.n_units // (lc.pool_group if lc.nonlinearity == "pool_energy" else 1)
-            shape = (n_in,)
+        check_layers(trial_config(cfg, p), data.train.shape[1], data.input_shape, torch.float32)
     return cache
 
 
@@ -333,7 +322,8 @@ def run_search(cfg: SearchConfig, run_dir: str | Path, storage_spec: str | None 
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_entry, args=(str(run_dir), storage_spec, study_name, n_trials, wandb_mode, i))
+        procs = [ctx.Process(target=_worker_entry, args=(str(run_dir), storage_spec, study_name, n_trials, wandb_mode, i,
+                                                                  cfg.run.threads))
                  for i in range(workers)]
         for p in procs:
             p.start()
@@ -370,7 +360,6 @@ def trial_row(t) -> dict[str, Any]:
 
 def summarize(study, cfg: SearchConfig, n_trials: int) -> dict[str, Any]:
     """search.json content: chosen depth, the best trial's per-layer gains, all trials."""
-    import numpy as np
 
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
     scored = [r for r in rows if r["state"] in FINISHED and r["useful_entropy"] is not None]

@@ -9,6 +9,8 @@ The spec is plain JSON so NAS pipelines can read it without structlearn::
          "padding": [p, p], "evidence": {"coverage": ..., "equivalence_error": ..., "density": ...}},
         {"type": "pool", "kind": "l2", "kernel_size": [a, a], "stride": [b, b]},
         {"type": "activation", "fn": "abs" | "relu" | "identity"},
+        {"type": "activation", "fn": "group_l2", "group": g},   # sqrt of the summed squares of
+                                                                 # each g consecutive features
         {"type": "dense", "out_features": N, "evidence": {"density": ...}},
      ],
      "source": {...}}
@@ -29,12 +31,23 @@ from torch import Tensor, nn
 
 FORMAT, VERSION = "structlearn.architecture", 1
 STAGE_TYPES = ("conv2d", "pool", "activation", "dense")
-ACTIVATIONS = ("abs", "relu", "identity")
+ACTIVATIONS = ("abs", "relu", "identity", "group_l2")
 
 
 class Abs(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.abs()
+
+
+class GroupL2(nn.Module):
+    """Pooled energy of consecutive feature groups: ``(n, F) -> (n, F / g)``, ``sqrt(sum_group x^2)``."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], -1, self.group).pow(2).sum(-1).sqrt()
 
 
 class L2Pool2d(nn.Module):
@@ -99,6 +112,8 @@ def validate_spec(spec: dict[str, Any]) -> None:
                     raise ValueError(f"stages.{i}.{key}={st[key]}; allowed: positive integers")
         elif t == "activation" and st.get("fn") not in ACTIVATIONS:
             raise ValueError(f"stages.{i}.fn={st.get('fn')!r}; allowed: {', '.join(ACTIVATIONS)}")
+        elif t == "activation" and st["fn"] == "group_l2" and (not isinstance(st.get("group"), int) or st["group"] < 1):
+            raise ValueError(f"stages.{i}.group={st.get('group')!r}; allowed: a positive integer (group_l2)")
         elif t == "dense" and (not isinstance(st.get("out_features"), int) or st["out_features"] < 1):
             raise ValueError(f"stages.{i}.out_features must be a positive integer")
 
@@ -136,6 +151,11 @@ def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> n
             h = (shape[1] - st["kernel_size"][0]) // st["stride"][0] + 1
             w_ = (shape[2] - st["kernel_size"][1]) // st["stride"][1] + 1
             shape = (shape[0], h, w_)
+        elif t == "activation" and st["fn"] == "group_l2":
+            if len(shape) != 1 or shape[0] % st["group"]:
+                raise ValueError(f"stages.{i}: group_l2 needs flat features divisible by group={st['group']}; got {shape}")
+            mods.append(GroupL2(st["group"]))
+            shape = (shape[0] // st["group"],)
         elif t == "activation":
             mods.append({"abs": Abs(), "relu": nn.ReLU(), "identity": nn.Identity()}[st["fn"]])
         else:  # dense

@@ -70,6 +70,7 @@ from structlearn.info.neighbors import (
     prepare,
 )
 from structlearn.registry import Registry
+from structlearn.params import check_choice
 
 ESTIMATORS: Registry = Registry("estimator")
 NORMALIZATIONS = ("whiten", "unit_norm", "standardize", "none")
@@ -103,11 +104,6 @@ def _psi(x: float) -> float:
 def _check_positive_int(name: str, value: int, low: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name}={value!r} out of range; allowed: integers >= {low}")
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
 
 
 def default_generator(device: torch.device) -> torch.Generator:
@@ -147,7 +143,7 @@ def normalize(z: Tensor, how: str, eps: float = 1e-10) -> Tensor:
       touches (near-)null directions of rank-deficient codes.
     - ``"none"``: ``z`` unchanged.
     """
-    _check_choice("how", how, NORMALIZATIONS)
+    check_choice("how", how, NORMALIZATIONS)
     z = as_samples(z)
     if how == "none":
         return z
@@ -243,7 +239,7 @@ def ksg_mutual_information(
     Memory: per block of query rows three ``(chunk, N)`` matrices (x, y and joint
     distances); the top-k and the counts are taken per block.
     """
-    _check_choice("algorithm", algorithm, KSG_ALGORITHMS)
+    check_choice("algorithm", algorithm, KSG_ALGORITHMS)
     check_metric(metric)
     x, y = as_samples(x, "x"), as_samples(y, "y")
     n = x.shape[0]
@@ -283,7 +279,7 @@ def bin_index(
     bins) or, when ``None``, on each row's ``[min, max]``. ``"quantile"``: equal-frequency
     bins by rank (ties broken by position: use ``"uniform"`` for quantised data).
     """
-    _check_choice("binning", binning, BINNINGS)
+    check_choice("binning", binning, BINNINGS)
     if binning == "quantile":
         rank = torch.argsort(torch.argsort(v, dim=1), dim=1)  # (B, N)
         return rank * n_bins // v.shape[1]
@@ -465,7 +461,7 @@ class KSGMutualInformation:
 
     def __post_init__(self) -> None:
         _check_positive_int("k", self.k)
-        _check_choice("algorithm", self.algorithm, KSG_ALGORITHMS)
+        check_choice("algorithm", self.algorithm, KSG_ALGORITHMS)
         check_metric(self.metric)
         if not self.jitter >= 0:
             raise ValueError(f"jitter={self.jitter!r} out of range; allowed: >= 0")
@@ -492,7 +488,7 @@ class BinnedMutualInformation:
 
     def __post_init__(self) -> None:
         _check_positive_int("n_bins", self.n_bins, 2)
-        _check_choice("binning", self.binning, BINNINGS)
+        check_choice("binning", self.binning, BINNINGS)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         x, y = as_samples(x, "x"), as_samples(y, "y")

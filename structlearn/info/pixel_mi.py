@@ -50,20 +50,16 @@ from structlearn.info.estimators import (
     mutual_information_from_bins,
     summarize_null,
 )
+from structlearn.params import check_choice
 
 DIRECTIONS = ("horizontal", "vertical", "all")
 NULLS = ("shuffle", "independent")
 PIXEL_ESTIMATORS = ("binned", "ksg")
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
-
-
 def offsets(r: int, direction: str = "horizontal") -> Tensor:
     """Offsets ``(dy, dx)`` at distance ``r``: ``(O, 2)`` long (see module docstring)."""
-    _check_choice("direction", direction, DIRECTIONS)
+    check_choice("direction", direction, DIRECTIONS)
     if not isinstance(r, (int, np.integer)) or r < 1:
         raise ValueError(f"distance {r!r} out of range; allowed: integers >= 1")
     r = int(r)
@@ -141,8 +137,8 @@ def _mi_and_null(x: Tensor, y: Tensor, y_null: Tensor, estimator: str, n_bins: i
 
 
 def _validate_common(distances, n_pairs, n_null, quantile, estimator, n_bins, k, null) -> list[int]:
-    _check_choice("estimator", estimator, PIXEL_ESTIMATORS)
-    _check_choice("null", null, NULLS)
+    check_choice("estimator", estimator, PIXEL_ESTIMATORS)
+    check_choice("null", null, NULLS)
     for name, v, lo in (("n_pairs", n_pairs, 2), ("n_null", n_null, 2), ("n_bins", n_bins, 2), ("k", k, 1)):
         if not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name}={v!r} out of range; allowed: integers >= {lo}")
@@ -243,7 +239,7 @@ def pixel_mi_vs_distance(
     KSG costs ``O(n_pairs^2)`` per estimate: use ``n_pairs`` of a few thousand with it.
     """
     ds = _validate_common(distances, n_pairs, n_null, quantile, estimator, n_bins, k, null)
-    _check_choice("direction", direction, DIRECTIONS)
+    check_choice("direction", direction, DIRECTIONS)
     stack, sizes = _stack_images(images)
     n_img = stack.shape[0]
     g = torch.Generator().manual_seed(0) if generator is None else generator
@@ -328,7 +324,7 @@ def mosaic_mi_vs_distance(
     ``value_range``: shared bin range, default ``[min, max]`` of ``x``.
     """
     ds = _validate_common(distances, n_pairs, n_null, quantile, estimator, n_bins, k, null)
-    _check_choice("direction", direction, DIRECTIONS)
+    check_choice("direction", direction, DIRECTIONS)
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
     tm = torch.as_tensor(np.asarray(tile_map) if not isinstance(tile_map, Tensor) else tile_map)
     if xt.ndim != 3 or tm.shape != xt.shape[1:]:

@@ -1,6 +1,6 @@
 """Unsupervised objectives; importing this package registers every built-in one in
 :data:`OBJECTIVES` (``OBJECTIVES.available()`` lists them)."""
-from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
+from structlearn.objectives.base import OBJECTIVES, Objective
 from structlearn.objectives import (  # noqa: F401  (imported to register)
     beta_lasso,
     group_sparse,
@@ -10,4 +10,4 @@ from structlearn.objectives import (  # noqa: F401  (imported to register)
     sparse_coding,
 )
 
-__all__ = ["OBJECTIVES", "Objective", "check_choice", "check_range"]
+__all__ = ["OBJECTIVES", "Objective"]

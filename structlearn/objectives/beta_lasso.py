@@ -30,29 +30,19 @@ import torch
 from torch import Tensor
 
 from structlearn.models.dense import DenseLayer
-from structlearn.objectives.base import OBJECTIVES, Objective, check_range
+from structlearn.objectives.base import OBJECTIVES, Objective
+from structlearn.params import Interval, Param, check_params
+from structlearn.prune.beta_lasso import beta_lasso_
 
-
-@torch.no_grad()
-def beta_lasso_(layer: DenseLayer, lam: float, beta: float, lr: float) -> Tensor:
-    """In place: ``w <- (w - lr lam sign(w)) * mask``, ``mask &= |w| >= beta lam``.
-    Returns the number of weights newly pruned (a 0-d long tensor)."""
-    w = layer.weight
-    w.sub_(lr * lam * torch.sign(w))
-    before = layer.mask.sum()
-    layer.mask.logical_and_(w.abs() >= beta * lam)
-    layer.apply_mask_()
-    return before - layer.mask.sum()
+NONNEG = Interval(float, 0, None)
 
 
 class BetaLasso:
     """Callable helper: ``BetaLasso(lam, beta, lr)(layer) -> {'density', 'pruned'}``."""
 
     def __init__(self, lam: float = 1e-4, beta: float = 50.0, lr: float = 1.0) -> None:
-        check_range("lam", lam, 0, None)
-        check_range("beta", beta, 0, None)
-        check_range("lr", lr, 0, None)
-        self.lam, self.beta, self.lr = float(lam), float(beta), float(lr)
+        v = check_params("BetaLasso", {"lam": NONNEG, "beta": NONNEG, "lr": NONNEG}, {"lam": lam, "beta": beta, "lr": lr})
+        self.lam, self.beta, self.lr = v["lam"], v["beta"], v["lr"]
 
     def __call__(self, layer: DenseLayer) -> dict[str, Tensor]:
         pruned = beta_lasso_(layer, self.lam, self.beta, self.lr)
@@ -65,52 +55,42 @@ OWN = {"l1": "lam", "l1_beta": "beta", "l1_lr": "lr"}  # wrapper name -> BetaLas
 
 @OBJECTIVES.register("beta_lasso")
 class BetaLassoObjective(Objective):
-    """Any registered objective (``inner``) followed by a :class:`BetaLasso` step."""
+    """Any registered objective (``inner``) followed by a :class:`BetaLasso` step. Its own
+    parameters are ``inner``, ``l1``, ``l1_beta`` and ``l1_lr``; every other one is the inner
+    objective's."""
 
     name = "beta_lasso"
+    l1 = Param(1e-4, NONNEG, "beta-LASSO lambda")
+    l1_beta = Param(50.0, NONNEG, "beta-LASSO beta")
+    l1_lr = Param(1.0, NONNEG, "beta-LASSO eta (decoupled shrink step)")
 
-    def __init__(
-        self,
-        layer: DenseLayer,
-        *,
-        inner: str = "rica",
-        l1: float = 1e-4,
-        l1_beta: float = 50.0,
-        l1_lr: float = 1.0,
-        generator: torch.Generator | None = None,
-        **inner_params: Any,
-    ) -> None:
-        super().__init__(layer)
+    def __init__(self, layer: DenseLayer, *, inner: str = "rica", generator: torch.Generator | None = None,
+                 **params: Any) -> None:
         if inner == self.name:
             raise ValueError("inner='beta_lasso' is not allowed; allowed: any other registered objective")
-        self.check_params(l1=l1, l1_beta=l1_beta, l1_lr=l1_lr)
-        self.inner = OBJECTIVES.create(inner, layer, generator=generator, **inner_params)
+        own = {k: params.pop(k) for k in list(params) if k in OWN}
+        super().__init__(layer, **own)
+        self.inner = OBJECTIVES.create(inner, layer, generator=generator, **params)
         self.inner_name = inner
         self.uses_gradients = self.inner.uses_gradients
         self.optimizer = getattr(self.inner, "optimizer", None)
-        self.pruner = BetaLasso(l1, l1_beta, l1_lr)
-
-    def check_params(self, **p) -> None:
-        for k, v in p.items():
-            if k in OWN:
-                check_range(k, v, 0, None)
+        self.pruner = BetaLasso(self.l1, self.l1_beta, self.l1_lr)
 
     def validate_params(self, **params: Any) -> None:
-        own = {k: v for k, v in params.items() if k in OWN}
-        self.check_params(**own)
+        super().validate_params(**{k: v for k, v in params.items() if k in OWN})
         self.inner.validate_params(**{k: v for k, v in params.items() if k not in OWN})
 
     def set_params(self, **params: Any) -> None:
         """``l1``, ``l1_beta``, ``l1_lr`` are beta-LASSO's; every other name is the inner objective's."""
         self.validate_params(**params)
-        for k, v in params.items():
-            if k in OWN:
-                setattr(self.pruner, OWN[k], float(v))
+        own = {k: v for k, v in params.items() if k in OWN}
+        super().set_params(**own)
+        for k in own:
+            setattr(self.pruner, OWN[k], getattr(self, k))
         self.inner.set_params(**{k: v for k, v in params.items() if k not in OWN})
 
-    l1 = property(lambda self: self.pruner.lam)
-    l1_beta = property(lambda self: self.pruner.beta)
-    l1_lr = property(lambda self: self.pruner.lr)
+    def get_params(self) -> dict[str, Any]:
+        return {**self.inner.get_params(), "inner": self.inner_name, **super().get_params()}
 
     def encode(self, x: Tensor) -> Tensor:
         return self.inner.encode(x)
@@ -124,7 +104,13 @@ class BetaLassoObjective(Objective):
     def loss(self, x: Tensor, **kwargs: Any) -> Tensor:
         return self.inner.loss(x, **kwargs)
 
-    def train_step(self, x: Tensor, **kwargs: Any) -> dict[str, Tensor]:
-        metrics = dict(self.inner.train_step(x, **kwargs))
+    def mean_statistics(self) -> tuple[str, ...]:
+        return self.inner.mean_statistics()
+
+    def statistics(self, x: Tensor, **kwargs: Any) -> dict[str, Any]:
+        return self.inner.statistics(x, **kwargs)
+
+    def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:
+        metrics = dict(self.inner.update(stats))
         metrics.update(self.pruner(self.layer))
         return metrics

@@ -15,15 +15,15 @@ has no closed-form proximal operator, so FISTA would need an inner solver.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from structlearn.functional.sparse import group_soft_threshold
-from structlearn.models.dense import DenseLayer
-from structlearn.objectives.base import OBJECTIVES, check_range
+from structlearn.objectives.base import OBJECTIVES
 from structlearn.objectives.sparse_coding import SparseCoding
+from structlearn.params import Interval, Param
 
 
 def consecutive_groups(n_units: int, group_size: int, device: torch.device | None = None) -> Tensor:
@@ -72,19 +72,15 @@ def within_across(similarity: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
 @OBJECTIVES.register("group_sparse_coding")
 class GroupSparseCoding(SparseCoding):
     name = "group_sparse_coding"
+    group_size = Param(4, Interval(int, 1, None), "units per group (consecutive units); must divide n_units")
+    fixed_params = ("group_size",)
 
-    def __init__(self, layer: DenseLayer, *, group_size: int = 4, **kwargs) -> None:
-        check_range("group_size", group_size, 1, layer.n_units)
-        groups = consecutive_groups(layer.n_units, int(group_size), layer.weight.device)
-        super().__init__(layer, **kwargs)
-        self.group_size = int(group_size)
-        self.register_buffer("groups", groups)
+    def __init__(self, layer, **params: Any) -> None:
+        super().__init__(layer, **params)
+        self.register_buffer("groups", consecutive_groups(layer.n_units, self.group_size, layer.weight.device))
 
-    def check_params(self, **p) -> None:
-        super().check_params(**p)
-        if "group_size" in p and hasattr(self, "groups") and int(p["group_size"]) != self.group_size:
-            raise ValueError(f"group_size is fixed once the groups exist (group_size={self.group_size}); "
-                             f"allowed: the same value")
+    def _check_joint(self, p: dict[str, Any]) -> None:
+        consecutive_groups(self.layer.n_units, p["group_size"])
 
     def penalty(self, z: Tensor) -> Tensor:
         """Per-sample ``sum_g ||z_g||_2``: (n,)."""

@@ -35,6 +35,8 @@ whitened to unit covariance) uses the same rule. Overcomplete layers are refused
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -50,54 +52,33 @@ from structlearn.functional.ica import (
     relative_gradient,
     symmetric_orthogonalize,
 )
-from structlearn.models.dense import DenseLayer
-from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
-
+from structlearn.objectives.base import OBJECTIVES, Objective
+from structlearn.params import Interval, Options, Param
 
 METHODS = ("natural_gradient", "newton")
+POSITIVE = Interval(float, 0, None, closed="neither")
 
 
 @OBJECTIVES.register("infomax")
 class InfoMax(Objective):
     name = "infomax"
     uses_gradients = False
+    lr = Param(0.01, POSITIVE, "natural-gradient learning rate eta")
+    score = Param("logistic", Options(SCORES), "score function phi")
+    max_step = Param(0.2, POSITIVE, "cap on the spectral norm of eta G")
+    method = Param("natural_gradient", Options(METHODS), "natural_gradient, or relative Newton steps (Picard)")
+    max_halvings = Param(10, Interval(int, 0, 60), "Newton line-search halvings")
 
-    def __init__(
-        self,
-        layer: DenseLayer,
-        *,
-        lr: float = 0.01,
-        score: str = "logistic",
-        max_step: float = 0.2,
-        method: str = "natural_gradient",
-        max_halvings: int = 10,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(layer)
-        self.check_params(lr=lr, score=score, max_step=max_step, method=method, max_halvings=max_halvings)
+    def __init__(self, layer, **params: Any) -> None:
+        super().__init__(layer, **params)
         if layer.n_units > layer.n_in:
             raise ValueError(f"infomax needs n_units <= n_in (complete or undercomplete unmixing); got "
                              f"n_units={layer.n_units} > n_in={layer.n_in}; use objective 'rica' for overcomplete")
-        self.lr, self.score, self.max_step = float(lr), score, float(max_step)
-        self.method, self.max_halvings = method, int(max_halvings)
         w = layer.weight
         with torch.no_grad():
             layer.weight.copy_(symmetric_orthogonalize(w.detach()))
             layer.apply_mask_()
         self.register_buffer("signs", torch.ones(layer.n_units, device=w.device, dtype=w.dtype))
-
-    def check_params(self, **p) -> None:
-        for k, v in p.items():
-            if k == "score":
-                check_choice("score", v, SCORES)
-            elif k == "method":
-                check_choice("method", v, METHODS)
-            elif k == "max_halvings":
-                check_range(k, v, 0, 60)
-                if int(v) != v:
-                    raise ValueError(f"max_halvings={v!r} is not an integer; allowed: integers in [0, 60]")
-            elif k in ("lr", "max_step"):
-                check_range(k, v, 0, None, low_open=True)
 
     def decode(self, z: Tensor) -> Tensor:
         """Least-squares mixing ``x_hat = z pinv(W)^T`` (exactly ``W^{-1}`` when square and unpruned)."""
@@ -111,32 +92,45 @@ class InfoMax(Objective):
         W = self.layer.effective_weight()
         return infomax_negative_log_likelihood(x, W, self.score, self._signs(x @ W.T))
 
+    def mean_statistics(self) -> tuple[str, ...]:
+        """Natural gradient: ``G`` and the likelihood are means; a Newton step's line search is not."""
+        return ("G", "loss") if self.method == "natural_gradient" and self.score != "extended" else ()
+
     @torch.no_grad()
-    def train_step(self, x: Tensor) -> dict[str, Tensor]:
+    def statistics(self, x: Tensor) -> dict[str, Any]:
+        """Natural gradient: ``G = I - E[phi(u) u^T]`` (a batch mean) and the batch's negative
+        log-likelihood. Newton: the line search needs the batch, so the accepted weight is
+        computed here (``_found``, batch-local)."""
         W = self.layer.effective_weight()  # (k, d)
         u = x @ W.T  # (n, k)
         signs = self._signs(u)
-        if signs is not None:
-            self.signs.copy_(signs)
         phi = infomax_score(u, self.score, signs)
+        nll = infomax_negative_log_likelihood(x, W, self.score, signs, u=u) if self.method == "newton" else None
+        stats: dict[str, Any] = {"signs": signs}
         if self.method == "newton":
-            return self._newton_step(x, W, u, phi, signs)
-        G = natural_gradient_direction(u, phi)  # (k, k)
-        g_norm = torch.linalg.matrix_norm(G, ord=2)
-        eta = self.lr * torch.clamp(self.max_step / (self.lr * g_norm).clamp_min(torch.finfo(x.dtype).tiny), max=1.0)
-        nll = infomax_negative_log_likelihood(x, W, self.score, signs, u=u)
-        self.layer.weight.copy_(W + eta * (G @ W))
-        self.layer.apply_mask_()
-        return {"loss": nll, "natural_gradient_norm": g_norm, "step_size": eta,
-                "sub_gaussian_units": (self.signs < 0).sum().to(x.dtype)}
+            G = relative_gradient(u, phi)
+            D = newton_direction(u, phi, infomax_score_derivative(u, self.score, signs, phi), G=G)  # (k, k)
+            stats.update(G=G, loss=nll, _found=newton_line_search(x, W, D, nll, self.score, signs, self.max_halvings,
+                                                                  mask=self.layer.mask))
+            return stats
+        stats["G"] = natural_gradient_direction(u, phi)  # (k, k)
+        stats["loss"] = infomax_negative_log_likelihood(x, W, self.score, signs, u=u)
+        return stats
 
-    def _newton_step(self, x: Tensor, W: Tensor, u: Tensor, phi: Tensor, signs: Tensor | None) -> dict[str, Tensor]:
-        G = relative_gradient(u, phi)
-        D = newton_direction(u, phi, infomax_score_derivative(u, self.score, signs, phi), G=G)  # (k, k)
-        nll = infomax_negative_log_likelihood(x, W, self.score, signs, u=u)
-        found = newton_line_search(x, W, D, nll, self.score, signs, self.max_halvings, mask=self.layer.mask)
-        if found is not None:
-            self.layer.weight.copy_(found[0])
-        return {"loss": nll, "natural_gradient_norm": torch.linalg.matrix_norm(G, ord=2),
-                "step_size": torch.tensor(0.0 if found is None else found[3], dtype=x.dtype),
-                "sub_gaussian_units": (self.signs < 0).sum().to(x.dtype)}
+    @torch.no_grad()
+    def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:
+        if stats["signs"] is not None:
+            self.signs.copy_(stats["signs"])
+        G, W = stats["G"], self.layer.effective_weight()
+        g_norm = torch.linalg.matrix_norm(G, ord=2)
+        if self.method == "newton":
+            found = stats["_found"]
+            if found is not None:
+                self.layer.weight.copy_(found[0])
+            eta = torch.tensor(0.0 if found is None else found[3], dtype=W.dtype)
+        else:
+            eta = self.lr * torch.clamp(self.max_step / (self.lr * g_norm).clamp_min(torch.finfo(W.dtype).tiny), max=1.0)
+            self.layer.weight.copy_(W + eta * (G @ W))
+            self.layer.apply_mask_()
+        return {"loss": stats["loss"], "natural_gradient_norm": g_norm, "step_size": eta,
+                "sub_gaussian_units": (self.signs < 0).sum().to(W.dtype)}

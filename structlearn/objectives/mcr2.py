@@ -35,84 +35,57 @@ The partition ``Pi``:
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch import Tensor
 
 from structlearn.data.augment import augment_groups
 from structlearn.functional.rate import coding_rate, partition_coding_rate
-from structlearn.models.dense import DenseLayer
-from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
-from structlearn.objectives.rica import masked_step, optimizer_setting
+from structlearn.objectives.base import OBJECTIVES
+from structlearn.objectives.gradient import GradientObjective, OptimizerParam
+from structlearn.params import Boolean, Interval, Options, Param
 
 PARTITIONS = ("augment", "labels")
+POSITIVE = Interval(float, 0, None, closed="neither")
 
 
 @OBJECTIVES.register("mcr2")
-class MCR2(Objective):
+class MCR2(GradientObjective):
     name = "mcr2"
-    uses_gradients = True
+    separable = False  # logdet(I + c Z^T Z) couples the samples: data-parallel needs the gathered batch
+    eps2 = Param(0.5, POSITIVE, "eps^2 of the coding rates (the reference code's eps)")
+    gam1 = Param(1.0, POSITIVE, "scale of d/(m eps^2) inside R")
+    gam2 = Param(1.0, POSITIVE, "weight of R against R_c")
+    sparsity = Param(0.0, Interval(float, 0, None), "weight of mean ||z||_1 (sparse rate reduction)")
+    partition = Param("augment", Options(PARTITIONS), "classes: augmentations of each sample, or given labels")
+    n_aug = Param(4, Interval(int, 2, None), "augmented copies per sample (partition=augment)")
+    max_shift = Param(1, Interval(int, 0, None), "largest shift in pixels of an augmentation")
+    flip = Param(True, Boolean(), "mirror flips among the augmentations")
+    contrast = Param(0.2, Interval(float, 0, 1, closed="left"), "contrast gain range of the augmentations")
+    noise = Param(0.0, Interval(float, 0, None), "std of additive noise in the augmentations")
+    unit_norm = Param(True, Boolean(), "project the rows of W to unit norm after each step")
+    lr = OptimizerParam(1e-2, POSITIVE, "Adam learning rate")
 
-    def __init__(
-        self,
-        layer: DenseLayer,
-        *,
-        eps2: float = 0.5,
-        gam1: float = 1.0,
-        gam2: float = 1.0,
-        sparsity: float = 0.0,
-        partition: str = "augment",
-        n_aug: int = 4,
-        max_shift: int = 1,
-        flip: bool = True,
-        contrast: float = 0.2,
-        noise: float = 0.0,
-        unit_norm: bool = True,
-        lr: float = 1e-2,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(layer)
-        self.check_params(eps2=eps2, gam1=gam1, gam2=gam2, sparsity=sparsity, partition=partition, n_aug=n_aug,
-                          max_shift=max_shift, flip=flip, contrast=contrast, noise=noise, unit_norm=unit_norm, lr=lr)
-        self.eps2, self.gam1, self.gam2, self.sparsity = float(eps2), float(gam1), float(gam2), float(sparsity)
-        self.partition, self.n_aug = partition, int(n_aug)
-        self.max_shift, self.flip, self.contrast, self.noise = int(max_shift), bool(flip), float(contrast), float(noise)
-        self.unit_norm = bool(unit_norm)
+    def __init__(self, layer, *, generator: torch.Generator | None = None, **params: Any) -> None:
+        super().__init__(layer, generator=generator, **params)
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
         dev = layer.weight.device
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.long, device=dev))  # saved, so resume repeats it
         self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=dev))
-        self.optimizer = torch.optim.Adam([layer.weight], lr=float(lr))
         with torch.no_grad():
             layer.apply_mask_()
-            self._normalize_rows_()
+            self.after_update()
 
-    lr = optimizer_setting("lr", float)
-
-    def check_params(self, **p) -> None:
-        positive = ("eps2", "gam1", "gam2", "lr")
-        for k, v in p.items():
-            if k in positive:
-                check_range(k, v, 0, None, low_open=True)
-            elif k in ("sparsity", "noise", "max_shift"):
-                check_range(k, v, 0, None)
-            elif k == "n_aug":
-                check_range(k, v, 2, None)
-            elif k == "contrast":
-                check_range(k, v, 0, 1, high_open=True)
-            elif k in ("flip", "unit_norm"):
-                check_choice(k, v, (True, False))
-            elif k == "partition":
-                check_choice(k, v, PARTITIONS)
-        partition = p.get("partition", getattr(self, "partition", None))
-        max_shift = int(p.get("max_shift", getattr(self, "max_shift", 0)))
+    def _check_joint(self, p: dict[str, Any]) -> None:
         shape = self.layer.input_shape
-        if partition == "augment" and (len(shape) < 2 or max_shift >= min(shape[-2:])):
+        if p["partition"] == "augment" and (len(shape) < 2 or p["max_shift"] >= min(shape[-2:])):
             raise ValueError(f"partition='augment' needs layer.input_shape ending in (h, w) with "
-                             f"max_shift < min(h, w); got input_shape={shape}, max_shift={max_shift}; "
+                             f"max_shift < min(h, w); got input_shape={shape}, max_shift={p['max_shift']}; "
                              f"allowed: an image-shaped layer, or partition='labels'")
 
     @torch.no_grad()
-    def _normalize_rows_(self) -> None:
+    def after_update(self) -> None:
         if self.unit_norm:
             w = self.layer.weight
             w.div_(w.norm(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny))
@@ -136,7 +109,8 @@ class MCR2(Objective):
                                     flip=self.flip, contrast=self.contrast, noise=self.noise)
         return xa, groups, x.shape[0]
 
-    def _terms(self, x: Tensor, groups: Tensor, k: int) -> dict[str, Tensor]:
+    def terms(self, x: Tensor, groups: Tensor | None = None, k: int = 0) -> dict[str, Tensor]:
+        """Loss terms of the (already partitioned) samples ``x`` with class ids ``groups``."""
         z = self.encode(x)  # (m, n_units)
         R = coding_rate(z, self.eps2)
         R_w = R if self.gam1 == 1.0 else coding_rate(z, self.eps2 / self.gam1)
@@ -148,14 +122,15 @@ class MCR2(Objective):
     def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Loss on ``x`` (augmentations from a fixed seed, so evaluation is repeatable)."""
         xa, groups, k = self._batch(x, labels, int(self.seed) - 1)
-        return self._terms(xa, groups, k)["loss"]
+        return self.terms(xa, groups, k)["loss"]
 
-    def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        xa, groups, k = self._batch(x, labels, int(self.seed + self.steps))
+    def batch_terms(self, x: Tensor, labels: Tensor | None = None) -> Callable[[], dict[str, Tensor]]:
+        xa, groups, k = self._batch(x, labels, int(self.seed + self.steps))  # this step's augmentations
+        return lambda: self.terms(xa, groups, k)
+
+    def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:
         self.steps.add_(1)
-        terms = masked_step(self, lambda: self._terms(xa, groups, k))
-        self._normalize_rows_()  # masked entries are zero and stay zero
-        return terms
+        return super().update(stats)
 
 
 @OBJECTIVES.register("mcr2_sparse")
@@ -163,7 +138,4 @@ class SparseMCR2(MCR2):
     """Sparse rate reduction: ``MCR2`` with ``sparsity`` (lambda of ``||Z||_1``) on by default."""
 
     name = "mcr2_sparse"
-
-    def __init__(self, layer: DenseLayer, *, sparsity: float = 20.0, **kwargs) -> None:
-        check_range("sparsity", sparsity, 0, None, low_open=True)
-        super().__init__(layer, sparsity=sparsity, **kwargs)
+    sparsity = Param(20.0, POSITIVE, "weight of mean ||z||_1 (sparse rate reduction)")

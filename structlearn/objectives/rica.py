@@ -6,112 +6,46 @@ with ``W = layer.effective_weight(): (k, d)``, any ``k`` (``k > d`` is overcompl
 The reconstruction term replaces ICA's orthonormality constraint, which is what makes
 ``k > d`` possible. Inputs are expected whitened. The optimizer (``adam`` for minibatch
 training, or ``lbfgs`` as in the paper, running ``lbfgs_iter`` iterations per batch) is
-``self.optimizer`` over the layer's weight; gradients are multiplied by the mask (they are
-already zero there because the forward pass uses ``weight * mask``) and the mask is
-re-applied after every step.
+``self.optimizer`` over the layer's weight; the step is the shared masked gradient step of
+:class:`~structlearn.objectives.gradient.GradientObjective`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
-import torch
 from torch import Tensor
 
 from structlearn.functional.ica import rica_terms
-from structlearn.models.dense import DenseLayer
-from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
-
-
-def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, lbfgs_iter: int = 20) -> torch.optim.Optimizer:
-    """``adam`` or ``lbfgs`` (strong-Wolfe line search) over ``params``."""
-    check_choice("optimizer", name, ("adam", "lbfgs"))
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.LBFGS(params, lr=lr, max_iter=lbfgs_iter, line_search_fn="strong_wolfe")
-
-
-def optimizer_setting(key: str, cast: Callable[[object], object]) -> property:
-    """A plain hyperparameter stored in ``self.optimizer.param_groups[*][key]``, so
-    :meth:`Objective.set_params` (e.g. a smaller ``lr`` for fine-tuning) changes the optimizer."""
-
-    def get(self: Objective) -> object:
-        return cast(self.optimizer.param_groups[0][key])
-
-    def set_(self: Objective, value: object) -> None:
-        for group in self.optimizer.param_groups:
-            group[key] = cast(value)
-
-    return property(get, set_, doc=f"optimizer setting {key!r}")
-
-
-def masked_step(objective: Objective, terms_fn: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """One step of ``objective.optimizer`` on ``terms_fn()["loss"]`` with masked gradients
-    (Adam, or L-BFGS re-evaluating the closure); returns the terms before the step,
-    detached. The mask is re-applied afterwards."""
-    layer, opt = objective.layer, objective.optimizer
-    first: dict[str, Tensor] = {}
-
-    def closure() -> Tensor:
-        opt.zero_grad(set_to_none=False)
-        terms = terms_fn()
-        terms["loss"].backward()
-        layer.weight.grad.mul_(layer.mask)
-        if not first:
-            first.update({k: v.detach() for k, v in terms.items()})
-        return terms["loss"]
-
-    with torch.enable_grad():
-        closure()
-        if isinstance(opt, torch.optim.LBFGS):
-            opt.step(closure)
-        else:
-            opt.step()
-    layer.apply_mask_()
-    return first
+from structlearn.objectives.base import OBJECTIVES
+from structlearn.objectives.gradient import GradientObjective, OptimizerParam
+from structlearn.params import Interval, Param
 
 
 @OBJECTIVES.register("rica")
-class RICA(Objective):
+class RICA(GradientObjective):
     name = "rica"
-    uses_gradients = True
+    lam = Param(2.0, Interval(float, 0, None), "weight of the log cosh sparsity term")
+    _term_names = ("loss", "sparsity", "reconstruction")
+    lr = OptimizerParam(3e-3, Interval(float, 0, None, closed="neither"), "optimizer learning rate")
 
-    def __init__(
-        self,
-        layer: DenseLayer,
-        *,
-        lam: float = 2.0,
-        lr: float = 3e-3,
-        optimizer: str = "adam",
-        lbfgs_iter: int = 20,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(layer)
-        self.check_params(lam=lam, lr=lr, lbfgs_iter=lbfgs_iter)
-        check_choice("optimizer", optimizer, ("adam", "lbfgs"))
-        self.lam = float(lam)
-        self.optimizer = make_optimizer([layer.weight], optimizer, float(lr), int(lbfgs_iter))
-        with torch.no_grad():
-            layer.apply_mask_()
+    def __init__(self, layer, **params: Any) -> None:
+        super().__init__(layer, **params)
+        layer.apply_mask_()
 
-    def check_params(self, **p) -> None:
-        for k, v in p.items():
-            if k == "lam":
-                check_range(k, v, 0, None)
-            elif k == "lr":
-                check_range(k, v, 0, None, low_open=True)
-            elif k == "lbfgs_iter":
-                check_range(k, v, 1, None)
-
-    lr = optimizer_setting("lr", float)
+    def terms(self, x: Tensor) -> dict[str, Tensor]:
+        return rica_terms(x, self.layer.effective_weight(), self.lam)
 
     def loss(self, x: Tensor) -> Tensor:
-        return rica_terms(x, self.layer.effective_weight(), self.lam)["loss"]
+        return self.terms(x)["loss"]
 
     def decode(self, z: Tensor) -> Tensor:
         """``x_hat = z W``, the RICA reconstruction ``W^T W x`` for ``z = W x``."""
         return z @ self.layer.effective_weight()
 
-    def train_step(self, x: Tensor) -> dict[str, Tensor]:
-        t = masked_step(self, lambda: rica_terms(x, self.layer.effective_weight(), self.lam))
-        return {"loss": t["loss"], "sparsity": t["sparsity"],
-                "recon_rel_error": t["reconstruction"] / (x * x).sum(1).mean()}
+    def statistics(self, x: Tensor, **kwargs: Any) -> dict[str, Any]:
+        stats = super().statistics(x, **kwargs)
+        stats["recon_rel_error"] = stats["reconstruction"] / (x * x).sum(1).mean()
+        return stats
+
+    def step_metrics(self, stats: dict[str, Any]) -> dict[str, Tensor]:
+        return {"loss": stats["loss"], "sparsity": stats["sparsity"], "recon_rel_error": stats["recon_rel_error"]}

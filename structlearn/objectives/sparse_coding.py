@@ -22,15 +22,14 @@ batch residual (standard in online dictionary learning), so no unit stays random
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from structlearn.functional.sparse import fista, lipschitz
-from structlearn.models.dense import DenseLayer
-from structlearn.objectives.base import OBJECTIVES, Objective, check_choice, check_range
-
+from structlearn.objectives.base import OBJECTIVES, Objective
+from structlearn.params import Interval, Options, OrNone, Param
 
 BCD_BLOCK = 64  # atoms per GEMM in the dictionary update
 INITS = ("random", "data")
@@ -40,26 +39,17 @@ INITS = ("random", "data")
 class SparseCoding(Objective):
     name = "sparse_coding"
     uses_gradients = False
+    lam = Param(0.5, Interval(float, 0, None, closed="neither"), "L1 weight lambda")
+    n_iter = Param(50, Interval(int, 1, None), "FISTA iterations per training batch")
+    eval_iter = Param(200, Interval(int, 1, None), "FISTA iterations for encode / evaluation")
+    beta = Param(0.99, OrNone(Interval(float, 0, 1, closed="left")),
+                 "forgetting factor of A and B; null: scikit-learn's schedule")
+    init = Param("random", Options(INITS), "random: keep the layer's start; data: atoms from the first batch")
+    dead_fraction = Param(0.02, Interval(float, 0, 1), "re-seed atoms whose usage is below this share of the median")
+    resample_every = Param(100, Interval(int, 0, None), "steps between dead-atom checks (0: never)")
 
-    def __init__(
-        self,
-        layer: DenseLayer,
-        *,
-        lam: float = 0.5,
-        n_iter: int = 50,
-        eval_iter: int = 200,
-        beta: float | None = 0.99,
-        init: str = "random",
-        dead_fraction: float = 0.02,
-        resample_every: int = 100,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(layer)
-        self.check_params(lam=lam, n_iter=n_iter, eval_iter=eval_iter, beta=beta, init=init,
-                          dead_fraction=dead_fraction, resample_every=resample_every)
-        self.lam, self.n_iter, self.eval_iter = float(lam), int(n_iter), int(eval_iter)
-        self.beta = None if beta is None else float(beta)
-        self.init, self.dead_fraction, self.resample_every = init, float(dead_fraction), int(resample_every)
+    def __init__(self, layer, *, generator: torch.Generator | None = None, **params: Any) -> None:
+        super().__init__(layer, generator=generator, **params)
         w = layer.weight
         k, d = layer.n_units, layer.n_in
         self.register_buffer("A", torch.zeros(k, k, device=w.device, dtype=w.dtype))
@@ -70,19 +60,6 @@ class SparseCoding(Objective):
         with torch.no_grad():
             layer.apply_mask_()
             self._normalize_()
-
-    def check_params(self, **p) -> None:
-        ranges = {"lam": (0, None, True), "n_iter": (1, None, False), "eval_iter": (1, None, False),
-                  "beta": (0, 1, False), "dead_fraction": (0, 1, False), "resample_every": (0, None, False)}
-        for k, v in p.items():
-            if k == "beta" and v is None:
-                continue  # scikit-learn's forgetting schedule
-            if k == "init":
-                check_choice("init", v, INITS)
-                continue
-            if k in ranges:
-                lo, hi, lo_open = ranges[k]
-                check_range(k, v, lo, hi, low_open=lo_open, high_open=(k == "beta"))
 
     # penalty and its prox: group sparse coding overrides these two
     def penalty(self, z: Tensor) -> Tensor:
@@ -129,24 +106,35 @@ class SparseCoding(Objective):
         self.layer.weight.copy_(x[pick] * self.layer.mask)
         self._normalize_()
 
+    def mean_statistics(self) -> tuple[str, ...]:
+        return ("zz", "zx", "loss", "active_codes")
+
     @torch.no_grad()
-    def train_step(self, x: Tensor) -> dict[str, Tensor]:
+    def statistics(self, x: Tensor) -> dict[str, Any]:
+        """Codes ``z`` by FISTA at the current dictionary, then the batch means
+        ``zz = z^T z / n`` (k, k) and ``zx = z^T x / n`` (k, d); ``_residual`` (n, d) is kept
+        for re-seeding dead atoms. ``init="data"`` sets the atoms from the first batch here."""
         if self.init == "data" and int(self.steps) == 0:
             self._init_from_data_(x)
         D = self.layer.effective_weight()
         z = self.infer(x, self.n_iter)  # (n, k)
         n = x.shape[0]
         r = x - z @ D  # (n, d) residual
-        beta = self.forgetting_factor(n)
-        self.A.mul_(beta).add_(z.T @ z / n)
-        self.B.mul_(beta).add_(z.T @ x / n)
+        return {"zz": z.T @ z / n, "zx": z.T @ x / n, "n": n, "_residual": r,
+                "loss": 0.5 * (r * r).sum(1).mean() + self.lam * self.penalty(z).mean(),
+                "recon_rel_error": (r * r).sum() / (x * x).sum(), "active_codes": (z != 0).float().sum(1).mean()}
+
+    @torch.no_grad()
+    def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:
+        """``A <- beta A + zz``, ``B <- beta B + zx``, one block-coordinate pass, re-seeding."""
+        beta = self.forgetting_factor(stats["n"])
+        self.A.mul_(beta).add_(stats["zz"])
+        self.B.mul_(beta).add_(stats["zx"])
         self.steps.add_(1)
         self._bcd_()
         if self.resample_every and int(self.steps) % self.resample_every == 0:
-            self._resample_dead_(r)
-        loss = 0.5 * (r * r).sum(1).mean() + self.lam * self.penalty(z).mean()
-        return {"loss": loss, "recon_rel_error": (r * r).sum() / (x * x).sum(),
-                "active_codes": (z != 0).float().sum(1).mean()}
+            self._resample_dead_(stats["_residual"])
+        return {k: stats[k] for k in ("loss", "recon_rel_error", "active_codes")}
 
     @torch.no_grad()
     def _bcd_(self) -> None:

@@ -15,10 +15,11 @@ previous rounds kept. Fine-tuning and rewinding are the trainer's (``prune.finet
 """
 from __future__ import annotations
 
-import torch
+from torch import Tensor
 
-from structlearn.objectives.base import check_range
-from structlearn.prune.magnitude import PRUNERS, magnitude_mask
+from structlearn.params import Interval, Options, OrNone, Param, check_range
+from structlearn.prune.base import PRUNERS, Pruner
+from structlearn.prune.magnitude import SCOPES, magnitude_mask
 
 
 def imp_schedule(density: float, rounds: int) -> list[float]:
@@ -30,32 +31,24 @@ def imp_schedule(density: float, rounds: int) -> list[float]:
 
 
 @PRUNERS.register("imp")
-class IterativeMagnitudePruner:
-    """``rounds`` magnitude prunes down to the final ``density`` (module docstring).
+class IterativeMagnitudePruner(Pruner):
+    """``rounds`` magnitude prunes down to the final ``density`` (module docstring)."""
 
-    Args:
-        scope: ``"unit"`` (each unit keeps its own top share) or ``"global"`` (one ranking).
-        threshold: must be ``None``: IMP needs a target density.
-        density: final share of weights kept, in (0, 1].
-        rounds: pruning rounds ``R >= 1`` (``R = 1`` is one-shot magnitude pruning).
-    """
+    name = "imp"
+    example = {"density": 0.3, "rounds": 3}
+    scope = Param("unit", Options(SCOPES), "unit: each unit keeps its own top share; global: one ranking")
+    density = Param(None, OrNone(Interval(float, 0, 1, closed="right")), "final share of weights kept (required)")
+    rounds = Param(5, Interval(int, 1, None), "pruning rounds R (1 = one-shot)")
 
-    def __init__(self, scope: str = "unit", threshold: float | None = None, density: float | None = None,
-                 rounds: int = 5) -> None:
-        if threshold is not None or density is None:
-            raise ValueError("pruner 'imp' needs a final density in (0, 1] and no threshold; "
-                             "set prune.density and prune.threshold: null")
-        magnitude_mask(torch.ones(1, 2), scope=scope, density=density)  # validates scope and density
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"prune.rounds={rounds!r} out of range; allowed: integers >= 1")
-        self.scope, self.density, self.rounds = scope, float(density), rounds
-        self.schedule = imp_schedule(self.density, rounds)
+    def _check_joint(self) -> None:
+        if self.density is None:
+            raise ValueError("pruner 'imp' needs a final density in (0, 1]; set prune.density")
+        self.schedule = imp_schedule(self.density, self.rounds)
 
     def density_at(self, round: int) -> float:
         """Target density after round ``round`` (0-based)."""
-        if isinstance(round, bool) or not isinstance(round, int) or not 0 <= round < self.rounds:
-            raise ValueError(f"round={round!r} out of range; allowed: integers in [0, {self.rounds - 1}]")
+        self.check_round(round)
         return self.schedule[round]
 
-    def __call__(self, layer, round: int = 0) -> None:
-        layer.set_mask_(magnitude_mask(layer.weight, layer.mask, scope=self.scope, density=self.density_at(round)))
+    def compute_mask(self, weight: Tensor, mask: Tensor, round: int = 0) -> Tensor:
+        return magnitude_mask(weight, mask, scope=self.scope, density=self.density_at(round))

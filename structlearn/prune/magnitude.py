@@ -16,10 +16,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from structlearn.objectives.base import check_choice, check_range
-from structlearn.registry import Registry
+from structlearn.params import Interval, Options, OrNone, Param, check_choice, check_range
+from structlearn.prune.base import PRUNERS, Pruner
 
-PRUNERS: Registry = Registry("pruner")
+SCOPES = ("unit", "global")
+DEFAULT_THRESHOLD = 0.1
 
 
 def magnitude_mask(
@@ -59,23 +60,22 @@ def magnitude_mask(
 
 
 @PRUNERS.register("magnitude")
-class MagnitudePruner:
-    """One-shot magnitude pruning; ``__call__(layer)`` sets the layer's mask.
+class MagnitudePruner(Pruner):
+    """One-shot magnitude pruning: per unit or global, a relative ``threshold`` or an exact
+    ``density`` (give at most one; neither means ``threshold = 0.1``). Use ``imp`` for
+    several rounds."""
 
-    ``rounds`` is accepted for the common pruner signature and must be 1 (use ``imp`` for
-    several rounds).
-    """
+    name = "magnitude"
+    scope = Param("unit", Options(SCOPES), "unit: per-unit threshold or density; global: one for the layer")
+    threshold = Param(None, OrNone(Interval(float, 0, 1, closed="left")), "keep |w| >= threshold * max|w|")
+    density = Param(None, OrNone(Interval(float, 0, 1, closed="right")), "or keep this share of the weights")
+    rounds = Param(1, Options((1,)), "magnitude pruning is one-shot; use method imp for several rounds")
 
-    def __init__(self, scope: str = "unit", threshold: float | None = None, density: float | None = None,
-                 rounds: int = 1) -> None:
-        magnitude_mask(torch.ones(1, 2), scope=scope, threshold=threshold, density=density)  # validates
-        if rounds != 1:
-            raise ValueError(f"prune.rounds={rounds!r}: pruner 'magnitude' is one-shot; allowed: 1 "
-                             "(use method 'imp' for iterative magnitude pruning)")
-        self.scope, self.threshold, self.density, self.rounds = scope, threshold, density, 1
+    def _check_joint(self) -> None:
+        if self.threshold is not None and self.density is not None:
+            raise ValueError("pruner 'magnitude' takes a threshold or a density, not both; allowed: one of them")
+        if self.threshold is None and self.density is None:
+            self.threshold = DEFAULT_THRESHOLD
 
-    def __call__(self, layer, round: int = 0) -> None:
-        if round != 0:
-            raise ValueError(f"round={round!r} out of range; allowed: 0 (one-shot pruner)")
-        layer.set_mask_(magnitude_mask(layer.weight, layer.mask, scope=self.scope,
-                                       threshold=self.threshold, density=self.density))
+    def compute_mask(self, weight: Tensor, mask: Tensor, round: int = 0) -> Tensor:
+        return magnitude_mask(weight, mask, scope=self.scope, threshold=self.threshold, density=self.density)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,10 +31,7 @@ from structlearn.structure.gabor import GaborFit, fit_gabor, gabor_summary
 from structlearn.structure.locality import locality_summary, single_tile, tile_purity
 from structlearn.structure.receptive_fields import check_filters, receptive_field_stats, receptive_field_summary
 
-__all__ = ["LayerStructure", "format_structure_table", "kernel_tile_containment", "placed_kernels",
-           "read_layer", "run_structure"]
-
-STRUCTURE_VERSION = 1
+__all__ = ["LayerStructure", "format_structure_table", "kernel_tile_containment", "placed_kernels", "read_layer"]
 
 
 @dataclass
@@ -175,105 +171,6 @@ def read_layer(
             conv["tile_containment"] = err or tc
         out["conv"] = conv
     return LayerStructure(out, fit, readout)
-
-
-def _groups_of(obj: Any, lcfg: Any, n_units: int) -> Tensor | None:
-    """Unit groups for the pooling read-out: the objective's ``groups`` (group sparse coding) or
-    the pooled-energy nonlinearity's consecutive groups."""
-    g = getattr(obj, "groups", None)
-    if isinstance(g, Tensor) and g.shape == (n_units,):
-        return g.cpu().long()
-    if lcfg.nonlinearity == "pool_energy" and lcfg.pool_group > 1:
-        return torch.arange(n_units) // lcfg.pool_group
-    return None
-
-
-def run_structure(run_dir: str | Path, *, data: Any = None, write: bool = True, gabor_steps: int = 300,
-                  max_inputs: int = 2000, pngs: bool = True, conv_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read the structure of every finished layer of a run folder; write ``structure.json``
-    (and ``structure_gabor_layer0.png``, ``structure_kernels_layer0.png``) there when ``write``.
-
-    ``data`` is the run's :class:`~structlearn.data.prepare.Prepared` (rebuilt from the run's
-    seed when ``None``); the equivalence error uses up to ``max_inputs`` held-out samples;
-    ``conv_kwargs`` go to :func:`conv_from_filters` (e.g. ``{"threshold": 0.8}``).
-    """
-    from structlearn.data.prepare import prepare
-    from structlearn.io import atomic_write_json, load_checkpoint
-    from structlearn.rundir import read_run_config
-    from structlearn.train import build_objective, derive_seed
-
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
-    if data is None:
-        data = prepare(cfg.data, derive_seed(cfg.seed, "data"))
-    layers: list[dict[str, Any]] = []
-    for li, lcfg in enumerate(cfg.layers):
-        path = run_dir / f"layer{li}.pt"
-        entry: dict[str, Any] = {"layer": li, "objective": lcfg.objective}
-        if not path.is_file():
-            entry["error"] = f"{path.name} is missing: the run has not finished layer {li}"
-            layers.append(entry)
-            continue
-        st = load_checkpoint(path)
-        W = (st["weight"] * st["mask"]).float()  # (n_units, n_in)
-        entry["density"] = float((W != 0).double().mean())
-        entry["n_units"] = int(W.shape[0])
-        if li > 0:
-            entry["error"] = (f"layer {li} reads the codes of layer {li - 1}, not an image: no spatial read-out "
-                              "(receptive fields, Gabor fit, convolution) for it")
-            layers.append(entry)
-            continue
-        shape = tuple(st["input_shape"])
-        filters = W.reshape(W.shape[0], *shape)
-        obj = build_objective(lcfg, W.shape[1], shape, cfg.seed, li, torch.device("cpu"), torch.float32)
-        groups = _groups_of(obj, lcfg, W.shape[0])
-        x = data.test[:max_inputs].float().reshape(-1, *shape)
-        ls = read_layer(filters, inputs=x, tile_map=data.tile_map, groups=groups, gabor_steps=gabor_steps,
-                        conv_kwargs=conv_kwargs)
-        entry.update(ls.summary)
-        if write and pngs:
-            entry["pngs"] = _layer_pngs(run_dir, li, filters, ls)
-        layers.append(entry)
-    out = {"version": STRUCTURE_VERSION, "run": run_dir.name, "kind": cfg.data.kind,
-           "input_shape": list(data.input_shape), "conv_kwargs": dict(conv_kwargs or {}), "layers": layers}
-    if cfg.data.kind == "mosaic":
-        out["tile"] = list(cfg.data.tile)
-        out["grid"] = list(cfg.data.grid)
-    if write:
-        atomic_write_json(run_dir / "structure.json", out)
-    return out
-
-
-def _layer_pngs(run_dir: Path, li: int, filters: Tensor, ls: LayerStructure, crop: int = 12) -> list[str]:
-    """Filters beside their Gabor fits (first 64 non-empty units; inputs larger than 16 pixels
-    are cut to a ``crop x crop`` window around each unit's centre of mass) and the conv kernels."""
-    from dataclasses import replace
-
-    from structlearn.structure.conv import _crops
-    from structlearn.viz.gabor_montage import save_gabor_montage
-    from structlearn.viz.montage import filters_to_rgb, save_png, upscale
-
-    names = []
-    live = (filters.flatten(1).abs().amax(1) > 0).nonzero()[:, 0][:64]
-    if ls.gabor is not None and live.numel():
-        f = filters[live]
-        sub = GaborFit(**{k: v[live] for k, v in ls.gabor.as_dict().items()})
-        h, w = f.shape[1:]
-        if max(h, w) > 16:  # small units in a large input: show a window around each one
-            c = min(crop, h, w)
-            com = receptive_field_stats(f, k=1)["com"].round().long()  # (m, 2)
-            top = (com[:, 0] - c // 2).clamp(0, h - c)
-            left = (com[:, 1] - c // 2).clamp(0, w - c)
-            f = _crops(f, top, left, c)
-            sub = replace(sub, x0=sub.x0 - left.to(sub.x0.dtype), y0=sub.y0 - top.to(sub.y0.dtype))
-        name = f"structure_gabor_layer{li}.png"
-        save_gabor_montage(run_dir / name, f, sub, max_units=64, min_side=768)
-        names.append(name)
-    if ls.conv is not None:
-        name = f"structure_kernels_layer{li}.png"
-        save_png(run_dir / name, upscale(filters_to_rgb(ls.conv.kernels.cpu().double().numpy()), 384))
-        names.append(name)
-    return names
 
 
 # ---------------------------------------------------------------------------- table

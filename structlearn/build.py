@@ -1,0 +1,84 @@
+"""From config sections to components: a layer's objective, and what feeds the next layer."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+from structlearn.config import LayerConfig, RunConfig
+from structlearn.models.dense import DenseLayer
+from structlearn.objectives.base import OBJECTIVES, Objective
+from structlearn.runtime import derive_seed
+
+
+def build_objective(lcfg: LayerConfig, n_in: int, input_shape: tuple[int, ...], seed: int, li: int,
+                    device: torch.device, dtype: torch.dtype) -> Objective:
+    """Layer ``li``'s dense layer and objective, seeded by ``derive_seed(seed, "layer", li)``."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "layer", li))
+    layer = DenseLayer(n_in, lcfg.n_units, input_shape, generator=g, dtype=dtype, device=device)
+    factory = OBJECTIVES.get(lcfg.objective)
+    try:
+        return factory(layer, generator=g, **lcfg.params)
+    except ValueError as e:
+        raise ValueError(f"layers.{li}.params: {e}") from None
+
+
+def check_layers(cfg: RunConfig, n_in: int, input_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Build every layer's objective (on CPU, unused) and check its fine-tuning parameters:
+    a bad objective name or hyperparameter fails here, before any work or file."""
+    shape: tuple[int, ...] = input_shape
+    for li, lcfg in enumerate(cfg.layers):
+        obj = build_objective(lcfg, n_in, shape, cfg.seed, li, torch.device("cpu"), dtype)
+        if lcfg.prune is not None and lcfg.prune.finetune_params:
+            try:
+                obj.validate_params(**lcfg.prune.finetune_params)
+            except ValueError as e:
+                raise ValueError(f"layers.{li}.prune.finetune_params: {e}") from None
+        shape = next_input_shape(lcfg)
+        n_in = shape[0]
+
+
+def next_input_shape(lcfg: LayerConfig) -> tuple[int]:
+    """Width of the next layer's input: units, or groups for ``pool_energy``."""
+    return (lcfg.n_units // (lcfg.pool_group if lcfg.nonlinearity == "pool_energy" else 1),)
+
+
+def apply_nonlinearity(z: Tensor, lcfg: LayerConfig) -> Tensor:
+    """Codes -> next layer's input: |z|, relu(z), z, or pooled energy sqrt(sum_group z^2)."""
+    if lcfg.nonlinearity == "abs":
+        return z.abs()
+    if lcfg.nonlinearity == "relu":
+        return z.clamp_min(0)
+    if lcfg.nonlinearity == "pool_energy":
+        return z.reshape(z.shape[0], -1, lcfg.pool_group).pow(2).sum(-1).sqrt()
+    return z
+
+
+@torch.no_grad()
+def encode_all(obj: Objective, x: Tensor, device: torch.device, chunk: int = 4096) -> Tensor:
+    """Encode ``x: (n, d)`` (on CPU) in chunks on ``device``; returns CPU codes."""
+    return torch.cat([obj.encode(x[i:i + chunk].to(device)).cpu() for i in range(0, x.shape[0], chunk)])
+
+
+def unit_groups(obj: Objective, lcfg: LayerConfig) -> Tensor | None:
+    """Unit groups for the pooling read-out: the objective's ``groups`` (group sparse coding) or
+    the pooled-energy nonlinearity's consecutive groups; ``None`` when units are not grouped."""
+    n_units = obj.layer.n_units
+    g = getattr(obj, "groups", None)
+    if isinstance(g, Tensor) and g.shape == (n_units,):
+        return g.cpu().long()
+    if lcfg.nonlinearity == "pool_energy" and lcfg.pool_group > 1:
+        return torch.arange(n_units) // lcfg.pool_group
+    return None
+
+
+def layer_total(lcfg: LayerConfig) -> int:
+    """Steps of one layer: training, then ``rounds`` fine-tuning phases."""
+    return lcfg.steps + (lcfg.prune.rounds * lcfg.prune.finetune_steps if lcfg.prune is not None else 0)
+
+
+def snapshot(obj: Objective) -> dict:
+    """Copies (not views) of the objective's tensors and optimizer state (rewinding, dense dumps)."""
+    return {"objective": {k: v.detach().to("cpu", copy=True) for k, v in obj.state_dict().items()},
+            "optimizer": copy.deepcopy(obj.optimizer_state())}
