@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean-venv
+.PHONY: demo test lint test-slow bench clean-venv
 
 $(STAMP): pyproject.toml plugins/structlearn-nas/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,lint]"
 	$(BIN)/python -m pip install -q -e plugins/structlearn-nas
 	touch $(STAMP)
 
@@ -19,6 +19,10 @@ demo: $(STAMP)  ## the main job: discovery on the bundled images (experiments/mo
 
 test: $(STAMP)  ## the default test suite (slow scientific runs excluded)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)  ## ruff (E, W, F, I) and mypy, settings in pyproject.toml: no warning allowed
+	$(BIN)/ruff check structlearn tests experiments plugins
+	$(BIN)/mypy
 
 test-slow: $(STAMP)  ## the long scientific runs only
 	$(BIN)/python -m pytest -q -m slow $(ARGS)

@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
+    from structlearn.callbacks import OnCodes
     from structlearn.depth.gain import EntropyProfile, LayerEntropyRecorder
     from structlearn.depth.plots import plot_profiles
     from structlearn.io import atomic_write_json, atomic_write_text
@@ -75,10 +76,9 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 t0 = time.time()
                 cfg = stack_config(kind, width, args.depth, args.lam, args.steps, seed, args.n_train, args.n_test)
-                tr = Trainer(cfg)
-                rec = LayerEntropyRecorder(tr.prepare().test)
-                tr.on_layer = rec
-                tr.run()
+                data = Trainer(cfg).prepare()
+                rec = LayerEntropyRecorder(data.test)
+                Trainer(cfg, callbacks=[OnCodes(rec)], data=data).run()
                 prof = rec.profile()
                 per_seed.append(prof)
                 results.append({"kind": kind, "width": width, "seed": seed, "seconds": time.time() - t0, **prof.to_dict()})

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     for step in range(1, a.steps + 1):
         m = obj.train_step(sample_patches(images, (16, 16), a.batch, g).reshape(a.batch, 256))
         if step % 100 == 0 or step == a.steps:
-            print(f"step {step}: " + ", ".join(f"{k}={float(v):.4g}" for k, v in m.items()) + f" ({time.time() - t0:.0f} s)", flush=True)
+            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in m.items())
+            print(f"step {step}: {shown} ({time.time() - t0:.0f} s)", flush=True)
     after = evaluate(obj, x_test)
     summary = {"lam": a.lam, "units": a.units, "steps": a.steps, "batch": a.batch, "patches_seen": a.steps * a.batch,
                "seconds": round(time.time() - t0, 1), "before": before, "after": after,

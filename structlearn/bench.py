@@ -341,6 +341,8 @@ def load_benchmarks(folder: str | Path | None = None) -> dict[str, Benchmark]:
     pkg = f"_structlearn_benchmarks_{abs(hash(str(folder.resolve())))}"
     if pkg not in sys.modules:
         spec = importlib.util.spec_from_file_location(pkg, init, submodule_search_locations=[str(folder)])
+        if spec is None or spec.loader is None:
+            raise ValueError(f"cannot import the benchmark package {str(init)!r}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[pkg] = module
         spec.loader.exec_module(module)

@@ -156,7 +156,8 @@ class ProgressBar(Callback):
         if layer != self.layer:
             self.close()
             lcfg = tr.cfg.layers[layer]
-            self.bar = tqdm(total=layer_total(lcfg), initial=tr.state.step - 1, desc=f"layer {layer} ({lcfg.objective})", mininterval=2.0)
+            self.bar = tqdm(total=layer_total(lcfg), initial=tr.state.step - 1, desc=f"layer {layer} ({lcfg.objective})",
+                            mininterval=2.0)
             self.layer = layer
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{float(metrics['loss']):.4g}", refresh=False)

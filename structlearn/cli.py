@@ -14,7 +14,8 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     import structlearn.commands as pkg
 
-    parser = argparse.ArgumentParser(prog="structlearn", description="Let a network's structure emerge from dense unsupervised training.")
+    parser = argparse.ArgumentParser(prog="structlearn",
+                                     description="Let a network's structure emerge from dense unsupervised training.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         mod = importlib.import_module(f"structlearn.commands.{info.name}")

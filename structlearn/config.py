@@ -18,7 +18,7 @@ import yaml
 import structlearn.objectives  # noqa: F401  (registers the built-in objectives)
 import structlearn.prune  # noqa: F401  (registers the built-in pruners)
 from structlearn.data.images import BUNDLED_DEFAULT
-from structlearn.params import check_choice, check_params, check_range, declared_params
+from structlearn.params import check_choice, check_range, declared_params
 from structlearn.prune.base import PRUNERS
 
 
@@ -57,7 +57,7 @@ class DataConfig:
     def input_shape(self) -> tuple[int, int]:
         if self.kind == "mosaic":
             return (self.grid[0] * self.tile[0], self.grid[1] * self.tile[1])
-        return tuple(self.patch)
+        return (self.patch[0], self.patch[1])
 
 
 COMMON_PRUNE_FIELDS = ("scope", "threshold", "density", "rounds")
@@ -72,7 +72,7 @@ class PruneConfig:
     finetune_steps: int = 200  # training steps after each pruning round, with the mask fixed
     finetune_params: dict = field(default_factory=dict)  # objective hyperparameters for fine-tuning, e.g. {lam: 0.3}
     rounds: int = 1  # pruning rounds, >= 1 (imp: density falls geometrically to `density`)
-    rewind_step: int | None = None  # after each round reset the layer to its state after this many steps (0 = init), kept support only
+    rewind_step: int | None = None  # after each round, reset to the state after this many steps (0 = init), kept support only
     params: dict = field(default_factory=dict)  # the pruner's own other hyperparameters (beta_lasso: lam, beta, lr)
 
     def pruner_kwargs(self) -> dict:
@@ -174,7 +174,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -89,7 +89,8 @@ class WandbLogger:
             raise ImportError("W&B logging needs wandb: pip install wandb, or use --wandb disabled") from e
         run_dir = Path(run_dir)
         self._wandb = wandb
-        self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode, id=run_id,
+        wb_mode: Literal["online", "offline"] = "online" if mode == "online" else "offline"
+        self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=wb_mode, id=run_id,
                               resume="allow", settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:

@@ -23,7 +23,7 @@ A failed check raises ``ValueError("<name>=<value> ...; allowed: <description>")
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
 __all__ = ["Boolean", "Constraint", "Interval", "Options", "OrNone", "Param", "check_choice", "check_params",
@@ -136,6 +136,7 @@ class Param:
     default: Any
     constraint: Any
     doc: str = ""
+    name: str = field(default="", init=False, compare=False)  # set by __set_name__
 
     def __set_name__(self, owner: type, name: str) -> None:
         object.__setattr__(self, "name", name)
@@ -149,7 +150,7 @@ class Param:
         obj.__dict__.setdefault("_params", {})[self.name] = self.constraint.check(self.name, value)
 
 
-def declared_params(cls: type) -> dict[str, Param]:
+def declared_params(cls: Any) -> dict[str, Param]:
     """Every :class:`Param` of ``cls`` and its bases, in declaration order (bases first)."""
     out: dict[str, Param] = {}
     for klass in reversed(cls.__mro__):

@@ -77,6 +77,7 @@ class Trainer:
                 self.data = prepare(self.cfg.data, derive_seed(self.cfg.seed, "data"))
             check_layers(self.cfg, self.data.train.shape[1], self.data.input_shape, self.dtype)
             self._checked = True
+        assert self.data is not None
         return self.data
 
     def _save(self, st: RunState, obj: Objective | None = None, g: torch.Generator | None = None) -> None:
@@ -102,7 +103,7 @@ class Trainer:
         st = RunState(**{k: ck[k] for k in RunState.__dataclass_fields__ if k in ck}) if ck is not None else RunState()
         self.state = st
         self.emit("on_run_start", st)
-        x_train, x_test, shape = data.train, data.test, data.input_shape
+        x_train, x_test, shape = data.train, data.test, tuple[int, ...](data.input_shape)
         for li, lcfg in enumerate(self.cfg.layers):
             obj = build_objective(lcfg, x_train.shape[1], shape, self.cfg.seed, li, self.device, self.dtype)
             if li < st.layer or st.complete:
@@ -132,7 +133,8 @@ class Trainer:
     def _prune_round(self, li: int, lcfg: LayerConfig, obj: Objective, pruner: Any, x_eval: Tensor, st: RunState) -> None:
         """Round ``st.rounds_done``: evaluate, prune, rewind (kept support only), fine-tuning params."""
         pr, r, image = lcfg.prune, st.rounds_done, li == 0
-        tile_map = self.data.tile_map if image else None
+        assert pr is not None
+        tile_map = self.prepare().tile_map if image else None
         metrics = evaluate(obj, x_eval, tile_map, image)
         if r == 0:
             st.before_prune = metrics
@@ -170,11 +172,12 @@ class Trainer:
             g.set_state(ck["rng"])
         else:
             st.layer, st.step, st.before_prune, st.rounds_done, st.trajectory, st.rewind = li, 0, None, 0, [], None
-        pruner = lcfg.prune.build() if lcfg.prune is not None else None
+        pr = lcfg.prune
+        pruner = pr.build() if pr is not None else None
         after_step = getattr(pruner, "after_step", None)
-        if pruner is not None and st.rounds_done > 0 and lcfg.prune.finetune_params:
-            obj.set_params(**lcfg.prune.finetune_params)  # hyperparameters are not in the state dict
-        total, tile_map = layer_total(lcfg), self.data.tile_map if li == 0 else None
+        if pr is not None and st.rounds_done > 0 and pr.finetune_params:
+            obj.set_params(**pr.finetune_params)  # hyperparameters are not in the state dict
+        total, tile_map = layer_total(lcfg), self.prepare().tile_map if li == 0 else None
         x_eval = x_test[: min(512, x_test.shape[0])]
         try:
             self._events(li, lcfg, obj, pruner, x_eval, st)
@@ -189,7 +192,8 @@ class Trainer:
                 if st.step % 10 == 0 or st.step == total:
                     self.emit("on_log", gs, {"layer": li, **{f"train/{k}": float(v) for k, v in out.items()}})
                 if st.step % self.cfg.eval_every == 0 and st.step < total:
-                    self.emit("on_log", gs, {"layer": li, **{f"eval/{k}": v for k, v in evaluate(obj, x_eval, tile_map, li == 0).items()}})
+                    ev = evaluate(obj, x_eval, tile_map, li == 0)
+                    self.emit("on_log", gs, {"layer": li, **{f"eval/{k}": v for k, v in ev.items()}})
                 if st.step % self.cfg.checkpoint_every == 0 and st.step < total:
                     self._save(st, obj, g)
                 self.emit("on_step", li, gs, out)

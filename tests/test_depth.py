@@ -163,8 +163,8 @@ TINY = {
 
 
 def test_recorder_follows_the_trainer():
-    from structlearn.depth.space import search_config_from_dict
     from structlearn.callbacks import OnCodes
+    from structlearn.depth.space import search_config_from_dict
     from structlearn.train import Trainer
 
     d = dict(TINY, layers=TINY["layers"] * 2)
@@ -172,7 +172,7 @@ def test_recorder_follows_the_trainer():
     run = search_config_from_dict(d).run
     seen, codes = [], []
     data = Trainer(run).prepare()
-    rec = LayerEntropyRecorder(data.test, on_gain=lambda l, g, h: seen.append((l, g, h)))
+    rec = LayerEntropyRecorder(data.test, on_gain=lambda layer, g, h: seen.append((layer, g, h)))
 
     def hook(li, obj, z):
         codes.append(z)

@@ -3,10 +3,10 @@ import json
 
 import pytest
 import torch
+from test_structure_readout import camera_patches, magnitude_prune, planted_conv
 
 from structlearn.export.spec import build_module, conv_stage, make_spec, pool_stage, validate_spec
 from structlearn.structure.conv import conv_from_filters
-from test_structure_readout import camera_patches, magnitude_prune, planted_conv
 
 
 def test_spec_from_planted_conv_rebuilds_the_dense_layer():
@@ -65,8 +65,7 @@ def test_kernels_larger_than_input_or_mismatched_are_refused():
 
 def test_export_command_on_a_finished_run(tmp_path):
     from structlearn.cli import main
-    from structlearn.config import load_config
-    from structlearn.config import dump_config
+    from structlearn.config import dump_config, load_config
     from structlearn.testing import trainer_in
 
     cfg = load_config(None, ["data.grid=[2,2]", "data.tile=[4,4]", "data.n_train=800", "data.n_test=100",

@@ -100,8 +100,10 @@ def train(name, X, k, shape, lam, steps, bs, **kw):
 
 
 def report(label, within, across):
-    q = lambda t: ", ".join(f"{float(v):.3f}" for v in torch.quantile(t.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))  # noqa: E731
-    print(f"\n{label}: within-group quartiles [{q(within)}] (n={within.numel()}); across-group [{q(across)}] (n={across.numel()})")
+    probs = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    q = lambda t: ", ".join(f"{float(v):.3f}" for v in torch.quantile(t.double(), probs))  # noqa: E731
+    print(f"\n{label}: within-group quartiles [{q(within)}] (n={within.numel()}); "
+          f"across-group [{q(across)}] (n={across.numel()})")
 
 
 def test_planted_groups_are_shift_similar_within():

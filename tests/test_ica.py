@@ -56,7 +56,8 @@ def train_infomax(X, score, lr, epochs, g, bs=250):
 def test_amari_index_closed_forms():
     g = torch.Generator().manual_seed(0)
     A = torch.randn(5, 5, generator=g, dtype=torch.float64)
-    P = torch.eye(5, dtype=torch.float64)[torch.randperm(5, generator=g)] * torch.tensor([2.0, -1, 3, 0.5, -4], dtype=torch.float64)
+    scale = torch.tensor([2.0, -1, 3, 0.5, -4], dtype=torch.float64)
+    P = torch.eye(5, dtype=torch.float64)[torch.randperm(5, generator=g)] * scale
     assert float(amari_index(P @ torch.linalg.inv(A), A)) < 1e-12  # scaled permutation: 0
     assert abs(float(amari_index(torch.ones(4, 4, dtype=torch.float64), torch.eye(4, dtype=torch.float64))) - 1.0) < 1e-12
     # one known off-diagonal entry: rows add 0.5 and columns add 0.5, over 2 n (n - 1) = 12

@@ -25,15 +25,14 @@ import pytest
 import torch
 from scipy.special import digamma
 
-from structlearn.info.neighbors import smallest_k
 from structlearn.info import (
     ESTIMATORS,
     NORMALIZATIONS,
     binned_mutual_information,
+    count_within,
     gaussian_entropy,
     kl_entropy,
     knn_distances,
-    count_within,
     ksg_mutual_information,
     mosaic_mi_vs_distance,
     normalize,
@@ -41,6 +40,7 @@ from structlearn.info import (
     pixel_mi_vs_distance,
     shuffle_null,
 )
+from structlearn.info.neighbors import smallest_k
 
 torch.set_num_threads(1)
 F64 = torch.float64

@@ -118,7 +118,8 @@ def test_only_entry_points_change_process_state():
         for node, fn, _ in walk(tree):
             src = ast.unparse(node) if isinstance(node, (ast.Call, ast.Assign, ast.AugAssign)) else ""
             changes = (isinstance(node, ast.Call) and any(f".{c}(" in src or src.startswith(f"{c}(") for c in STATE_CALLS)) \
-                or (isinstance(node, ast.Call) and "os.environ" in src and any(m in src for m in (".setdefault(", ".update(", ".pop("))) \
+                or (isinstance(node, ast.Call) and "os.environ" in src
+                    and any(m in src for m in (".setdefault(", ".update(", ".pop("))) \
                 or (isinstance(node, ast.Assign) and "os.environ[" in src.split("=")[0])
             if changes and (rel, fn) not in STATE_OK:
                 bad.append(f"{rel} in {fn}: {src[:80]}")

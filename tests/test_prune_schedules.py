@@ -265,7 +265,8 @@ def test_density_sweep_exact_densities_and_restores_the_layer():
     ("layers.0.prune.rounds=0", "layers.0.prune: pruner 'magnitude': rounds=0 is not allowed"),
     ("layers.0.prune.rewind_step=13", "rewind_step=13 out of range; allowed: \\[0, layers.0.steps=12\\]"),
     ("layers.0.prune.rewind_step=-1", "rewind_step=-1 out of range"),
-    ("layers.0.prune.method=beta_lasso\nlayers.0.prune.threshold=0.1", "prune.threshold=0.1: pruner 'beta_lasso' has no threshold"),
+    ("layers.0.prune.method=beta_lasso\nlayers.0.prune.threshold=0.1",
+     "prune.threshold=0.1: pruner 'beta_lasso' has no threshold"),
     ("layers.0.prune.params={gamma: 1}", "pruner 'magnitude' has no parameter 'gamma'; allowed: rounds, scope"),
     ("layers.0.prune.method=random", "unknown pruner 'random'; available: beta_lasso, imp, magnitude"),
 ])

@@ -9,8 +9,8 @@ import torch
 
 from structlearn.data.augment import augment_groups
 from structlearn.functional.rate import (
-    logdet_gram,
     coding_rate,
+    logdet_gram,
     membership_from_labels,
     partition_coding_rate,
     rate_reduction,
@@ -156,7 +156,6 @@ def test_bad_inputs_raise():
 # ---- augmentation groups (the label-free partition of self-supervised MCR^2) ----
 
 def test_augment_groups_shapes_and_identity_copy():
-    g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 2 * 6 * 7, dtype=torch.float64)
     xa, groups = augment_groups(x, (2, 6, 7), 4, torch.Generator().manual_seed(1))
     assert xa.shape == (20, 84) and xa.dtype == torch.float64

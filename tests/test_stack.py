@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from structlearn.config import load_config
 from structlearn.build import apply_nonlinearity, encode_all
+from structlearn.config import load_config
 from structlearn.metrics import evaluate
 from structlearn.testing import trainer_in
 

@@ -26,7 +26,6 @@ from structlearn.structure.receptive_fields import (
 )
 from structlearn.viz.gabor_montage import gabor_montage_image, save_gabor_montage
 
-
 # ----------------------------------------------------------------------------- helpers
 
 def planted_conv(

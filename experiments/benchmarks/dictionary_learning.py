@@ -117,4 +117,5 @@ def run(ctx: Context) -> list[Result]:
     return rows
 
 
-BENCHMARK = Benchmark("dictionary_learning", 1, run, "sparse coding vs sklearn MiniBatchDictionaryLearning, time to equal objective")
+BENCHMARK = Benchmark("dictionary_learning", 1, run,
+                      "sparse coding vs sklearn MiniBatchDictionaryLearning, time to equal objective")

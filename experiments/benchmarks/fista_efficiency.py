@@ -16,7 +16,6 @@ iteration, instead of the ``(k, k)`` Gram matrix); flops are counted for the rou
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from structlearn.bench import Benchmark, Context, Result, Target
 from structlearn.functional.sparse import fista, lasso_objective, lipschitz

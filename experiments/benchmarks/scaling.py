@@ -107,7 +107,8 @@ def run(ctx: Context) -> list[Result]:
     which = "default" if ctx.size == "full" else "reduced"
     rows.append(Result("scaling", f"discover peak RSS ({which} data and layer, {steps} steps)", "structlearn discover",
                        None, t, target=Target("peak_rss_gb", "<=", 2.0), quality=mem,
-                       notes="same data, layer, pruning and evaluation sizes as the default run; fewer steps and eval iterations"))
+                       notes="same data, layer, pruning and evaluation sizes as the default run; "
+                             "fewer steps and eval iterations"))
     return rows
 
 

@@ -40,8 +40,7 @@ def _limit_threads(n: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from structlearn.bench import (Context, format_table, load_benchmarks, machine_meta, report, select,
-                                   validate_report)
+    from structlearn.bench import Context, format_table, load_benchmarks, machine_meta, report, select, validate_report
     from structlearn.io import atomic_write_json
     from structlearn.runtime import resolve_device
 

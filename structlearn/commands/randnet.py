@@ -44,11 +44,11 @@ def load_randnet_config(path: str | Path | None, overrides: list[str]):
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from structlearn.commands import set_threads
     from structlearn.config import to_dict
+    from structlearn.configs import config_path
     from structlearn.depth.random_nets import plot_random_nets, run_random_net_study
     from structlearn.io import atomic_write_json, atomic_write_text
-    from structlearn.commands import set_threads
-    from structlearn.configs import config_path
     from structlearn.runs.run import new_run_dir
 
     cfg = load_randnet_config(config_path(args.config or DEFAULT_CONFIG), args.overrides)

@@ -115,7 +115,8 @@ def load_class_folder(root: str | Path, size: tuple[int, int] | None = None, tes
         raise ValueError(f"class folder {str(root)!r} does not exist or is not a folder")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
-        raise ValueError(f"{str(root)!r} has {len(class_dirs)} class sub-folder(s); allowed: one sub-folder per class, at least 2")
+        raise ValueError(f"{str(root)!r} has {len(class_dirs)} class sub-folder(s); "
+                         "allowed: one sub-folder per class, at least 2")
     xs, ys = [], []
     for c, d in enumerate(class_dirs):
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -165,10 +166,10 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch file")
         if module.startswith("numpy") and "multiarray" in module:
             try:
-                from numpy._core import multiarray as ma
+                from numpy._core import multiarray
             except ImportError:  # numpy < 2
-                from numpy.core import multiarray as ma
-            return getattr(ma, name)
+                from numpy.core import multiarray  # type: ignore[no-redef]
+            return getattr(multiarray, name)
         if module in ("copy_reg", "copyreg"):
             import copyreg
 

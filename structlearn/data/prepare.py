@@ -71,4 +71,4 @@ def prepare(cfg: "DataConfig", seed: int) -> Prepared:
         from structlearn.data.mosaics import make_tile_map
 
         tile_map = make_tile_map(cfg.grid, cfg.tile)
-    return Prepared(train.contiguous(), test.contiguous(), shape, tile_map, whitener)
+    return Prepared(train.contiguous(), test.contiguous(), (int(shape[0]), int(shape[1])), tile_map, whitener)

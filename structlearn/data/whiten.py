@@ -27,6 +27,9 @@ class ZCA(nn.Module):
         if not floor > 0:
             raise ValueError(f"zca floor={floor} out of range; allowed: (0, inf) relative to the mean eigenvalue")
         self.floor = float(floor)
+        self.mean: Tensor
+        self.matrix: Tensor
+        self.inverse_matrix: Tensor
         self.register_buffer("mean", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("matrix", torch.eye(d, dtype=torch.float64))
         self.register_buffer("inverse_matrix", torch.eye(d, dtype=torch.float64))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ def random_network(spec: RandomNetSpec, input_shape: tuple[int, int], generator:
     weights = []
     for li in range(spec.depth):
         if li == 0 and spec.connectivity == "local":
-            mask = _local_mask(spec.width, tuple(input_shape), spec.density, generator)
+            mask = _local_mask(spec.width, (int(input_shape[0]), int(input_shape[1])), spec.density, generator)
         else:
             mask = _global_mask(spec.width, n_in, spec.density, generator)
         fan_in = mask.sum(1, keepdim=True).float()  # (width, 1)
@@ -153,16 +153,17 @@ def ridge_probe(f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tensor
     return ProbeResult(acc(fte, y_test, b, ym, ftr.mean(0)), float(lambdas[best]), float(val_acc[best]))
 
 
-def spearman_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, level: float = 0.95,
+def spearman_ci(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, n_boot: int = 2000, level: float = 0.95,
                 rng: np.random.Generator | None = None) -> tuple[float, float, float]:
     """Spearman rho of ``(x, y)`` and its percentile bootstrap interval (pairs resampled)."""
     import warnings
 
     from scipy.stats import spearmanr
 
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.size < 3:
-        raise ValueError(f"need two equal-length sequences of at least 3 values; got {x.shape} and {y.shape}")
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape or xa.size < 3:
+        raise ValueError(f"need two equal-length sequences of at least 3 values; got {xa.shape} and {ya.shape}")
+    x, y = xa, ya
     rng = np.random.default_rng(0) if rng is None else rng
     rho = float(spearmanr(x, y).statistic)
     idx = rng.integers(0, x.size, size=(n_boot, x.size))
@@ -260,7 +261,7 @@ def run_random_net_study(cfg: RandNetConfig, log=None) -> dict:
     h_input = float(layer_entropy(x_tr, "coding_rate", d_ref=d_in, eps2=cfg.eps2))
     raw = ridge_probe(x_tr, y_tr, x_te, y_te, cfg.lambdas, generator=torch.Generator().manual_seed(0))
     specs = sample_specs(cfg, np.random.default_rng(derive_seed(cfg.seed, "specs")))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, spec in enumerate(specs):
         ws = random_network(spec, shape, torch.Generator().manual_seed(derive_seed(cfg.seed, "net", i)))
         f_tr = network_features(ws, x_tr, spec.nonlinearity)
@@ -276,7 +277,7 @@ def run_random_net_study(cfg: RandNetConfig, log=None) -> dict:
             log(f"net {i}: depth {spec.depth} width {spec.width} density {spec.density:.3f} {spec.connectivity}: "
                 f"H = {h:.2f} nats, probe accuracy {probe.accuracy:.3f}")
     rng = np.random.default_rng(derive_seed(cfg.seed, "bootstrap"))
-    ent, acc = [r["entropy"] for r in rows], [r["accuracy"] for r in rows]
+    ent, acc = [float(r["entropy"]) for r in rows], [float(r["accuracy"]) for r in rows]
     rho, lo, hi = spearman_ci(ent, acc, cfg.n_bootstrap, rng=rng)
     within = {}
     for wd in sorted({r["width"] for r in rows}):

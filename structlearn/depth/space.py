@@ -26,8 +26,7 @@ from typing import Any
 
 import yaml
 
-from structlearn.config import (PruneConfig, RunConfig, apply_overrides, from_dict, merge_config, read_yaml_mapping,
-                                to_dict)
+from structlearn.config import PruneConfig, RunConfig, apply_overrides, from_dict, merge_config, read_yaml_mapping, to_dict
 from structlearn.depth.gain import MEASURES
 from structlearn.params import check_choice, check_range
 

@@ -35,6 +35,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from structlearn.build import check_layers
+from structlearn.callbacks import OnCodes
+from structlearn.config import RunConfig, to_dict
+from structlearn.data.prepare import Prepared
 from structlearn.depth.gain import LayerEntropyRecorder, choose_depth
 from structlearn.depth.space import SearchConfig, corner_params, suggest, trial_config
 from structlearn.depth.storage import (
@@ -45,10 +49,6 @@ from structlearn.depth.storage import (
     make_storage,
     study_lock,
 )
-from structlearn.build import check_layers
-from structlearn.callbacks import OnCodes
-from structlearn.config import RunConfig, to_dict
-from structlearn.data.prepare import Prepared
 from structlearn.io import atomic_write_json, atomic_write_text, read_json
 from structlearn.loggers import WandbLogger
 from structlearn.runtime import derive_seed
@@ -92,8 +92,9 @@ def StallPruner(threshold: float):  # noqa: N802  (a factory so optuna is import
 
 
 def make_sampler(cfg: SearchConfig, n_finished: int, n_running: int = 0):
-    import optuna
     import warnings
+
+    import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

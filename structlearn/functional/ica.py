@@ -90,6 +90,7 @@ def infomax_score(u: Tensor, score: str = "logistic", signs: Tensor | None = Non
         return torch.tanh(0.5 * u)
     if score == "tanh":
         return torch.tanh(u)
+    assert signs is not None  # _check_score: "extended" comes with signs
     return u + signs * torch.tanh(u)
 
 
@@ -102,6 +103,7 @@ def infomax_log_density(u: Tensor, score: str = "logistic", signs: Tensor | None
     elif score == "tanh":
         lp = -log_cosh(u)
     else:
+        assert signs is not None
         lp = -0.5 * u * u - signs * log_cosh(u)
     return lp.sum(1)
 
@@ -119,6 +121,7 @@ def infomax_score_derivative(u: Tensor, score: str = "logistic", signs: Tensor |
     if score == "tanh":
         return phi.square().neg_().add_(1.0)
     t = phi - u  # signs * tanh(u)
+    assert signs is not None
     return t.square_().neg_().add_(1.0).mul_(signs).add_(1.0)  # 1 + k (1 - tanh^2 u), t^2 = tanh^2 u
 
 
@@ -222,7 +225,7 @@ def infomax_newton(
     for it in range(1, int(max_iter) + 1):
         if score == "extended":  # re-decide each unit's switch; compare losses under one density
             new_signs = extended_signs(u)
-            if not torch.equal(new_signs, signs):
+            if signs is None or not torch.equal(new_signs, signs):
                 signs = new_signs
                 loss = infomax_negative_log_likelihood(x, W, score, signs, u=u)
         phi = infomax_score(u, score, signs)

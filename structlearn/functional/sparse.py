@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-Prox = Callable[[Tensor, Tensor], Tensor]
+Prox = Callable[[Tensor, "Tensor | float"], Tensor]  # prox(v, t): the prox of t * penalty at v
 
 
 def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
@@ -130,7 +130,7 @@ def _fista_loop(c: Tensor, D: Tensor, M: Tensor | None, step: float, thr: float,
         else:
             torch.addmm(c, y @ D, D.T, alpha=-step, out=v).add_(y)
         z_new = torch.nn.functional.softshrink(v, thr) if prox is None else prox(v, thr)
-        t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0  # python floats
         torch.lerp(z, z_new, 1.0 + (t - 1.0) / t_new, out=y)
         if tol > 0 and i % 10 == 9:
             if bool((z_new - z).abs().max() <= tol * z_new.abs().max().clamp_min(torch.finfo(c.dtype).tiny)):

@@ -69,8 +69,8 @@ from structlearn.info.neighbors import (
     pairwise_distance,
     prepare,
 )
-from structlearn.registry import Registry
 from structlearn.params import check_choice
+from structlearn.registry import Registry
 
 ESTIMATORS: Registry = Registry("estimator")
 NORMALIZATIONS = ("whiten", "unit_norm", "standardize", "none")
@@ -283,6 +283,8 @@ def bin_index(
     if binning == "quantile":
         rank = torch.argsort(torch.argsort(v, dim=1), dim=1)  # (B, N)
         return rank * n_bins // v.shape[1]
+    lo: Tensor | float
+    hi: Tensor | float
     if value_range is None:
         lo, hi = v.amin(1, keepdim=True), v.amax(1, keepdim=True)  # (B, 1)
     else:

@@ -241,7 +241,6 @@ def pixel_mi_vs_distance(
     ds = _validate_common(distances, n_pairs, n_null, quantile, estimator, n_bins, k, null)
     check_choice("direction", direction, DIRECTIONS)
     stack, sizes = _stack_images(images)
-    n_img = stack.shape[0]
     g = torch.Generator().manual_seed(0) if generator is None else generator
     dev = stack.device
     if value_range is None:

@@ -17,6 +17,9 @@ from torch import Tensor, nn
 
 
 class DenseLayer(nn.Module):
+    weight: nn.Parameter  # (n_units, n_in)
+    mask: Tensor  # (n_units, n_in) bool buffer
+
     def __init__(
         self,
         n_in: int,

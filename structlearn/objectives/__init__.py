@@ -1,6 +1,5 @@
 """Unsupervised objectives; importing this package registers every built-in one in
 :data:`OBJECTIVES` (``OBJECTIVES.available()`` lists them)."""
-from structlearn.objectives.base import OBJECTIVES, Objective
 from structlearn.objectives import (  # noqa: F401  (imported to register)
     beta_lasso,
     group_sparse,
@@ -9,5 +8,6 @@ from structlearn.objectives import (  # noqa: F401  (imported to register)
     rica,
     sparse_coding,
 )
+from structlearn.objectives.base import OBJECTIVES, Objective
 
 __all__ = ["OBJECTIVES", "Objective"]

@@ -43,6 +43,7 @@ class Objective(nn.Module):
 
     name: ClassVar[str] = "objective"
     uses_gradients: bool = True
+    layer: DenseLayer
     fixed_params: ClassVar[tuple[str, ...]] = ()  # declared parameters that cannot change after construction
 
     def __init__(self, layer: DenseLayer, *, generator: torch.Generator | None = None, **params: Any) -> None:
@@ -58,7 +59,7 @@ class Objective(nn.Module):
         """The keys of ``statistics(x)`` that are batch means (see the module docstring)."""
         return ()
 
-    def statistics(self, x: Tensor, **kwargs: Any) -> dict[str, Any]:
+    def statistics(self, x: Tensor) -> dict[str, Any]:
         raise NotImplementedError(f"objective {self.name!r} does not define statistics(x)")
 
     def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:
@@ -66,7 +67,7 @@ class Objective(nn.Module):
 
     def train_step(self, x: Tensor, **kwargs: Any) -> dict[str, Tensor]:
         """One update on the minibatch ``x``: ``update(statistics(x))``."""
-        return self.update(self.statistics(x, **kwargs))
+        return self.update(self.statistics(x, **kwargs))  # kwargs: e.g. MCR^2's labels
 
     def loss(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"objective {self.name!r} does not define loss(x)")

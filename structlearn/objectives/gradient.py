@@ -29,6 +29,12 @@ def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, lbfgs
     return torch.optim.LBFGS(params, lr=lr, max_iter=lbfgs_iter, line_search_fn="strong_wolfe")
 
 
+def _grad(w: torch.nn.Parameter) -> Tensor:
+    if w.grad is None:  # zero_grad(set_to_none=False) and backward always leave one
+        raise RuntimeError("the layer weight has no gradient")
+    return w.grad
+
+
 class OptimizerParam(Param):
     """A hyperparameter held by ``obj.optimizer.param_groups`` once the optimizer exists, so
     :meth:`Objective.set_params` (e.g. a smaller ``lr`` for fine-tuning) changes the optimizer."""
@@ -51,6 +57,7 @@ class GradientObjective(Objective):
     """Base of the optimizer-trained objectives (module docstring)."""
 
     uses_gradients = True
+    optimizer: torch.optim.Optimizer
     lr = OptimizerParam(1e-3, Interval(float, 0, None, closed="neither"), "optimizer learning rate")
     optimizer_name = Param("adam", Options(OPTIMIZERS), "optimizer: adam, or lbfgs (full L-BFGS steps per batch)")
     lbfgs_iter = Param(20, Interval(int, 1, None), "L-BFGS iterations per batch")
@@ -76,12 +83,12 @@ class GradientObjective(Objective):
 
     _term_names: tuple[str, ...] = ("loss",)
 
-    def terms(self, x: Tensor, **kwargs: Any) -> dict[str, Tensor]:
+    def terms(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def batch_terms(self, x: Tensor, **kwargs: Any) -> Callable[[], dict[str, Tensor]]:
+    def batch_terms(self, x: Tensor) -> Callable[[], dict[str, Tensor]]:
         """The loss terms of this batch as a closure (a subclass may prepare the batch once)."""
-        return lambda: self.terms(x, **kwargs)
+        return lambda: self.terms(x)
 
     def after_update(self) -> None:
         """Projection after each step (default: none)."""
@@ -94,23 +101,23 @@ class GradientObjective(Objective):
             opt.zero_grad(set_to_none=False)
             t = fn()
             t["loss"].backward()
-            layer.weight.grad.mul_(layer.mask)
+            _grad(layer.weight).mul_(layer.mask)
             return t["loss"]
 
         with torch.enable_grad():
             opt.zero_grad(set_to_none=False)
             terms = fn()
             terms["loss"].backward()
-            layer.weight.grad.mul_(layer.mask)
+            _grad(layer.weight).mul_(layer.mask)
         stats: dict[str, Any] = {k: v.detach() for k, v in terms.items()}
-        stats["grad"] = layer.weight.grad.clone()  # a value, not the buffer the next backward overwrites
+        stats["grad"] = _grad(layer.weight).clone()  # a value, not the buffer the next backward overwrites
         if isinstance(opt, torch.optim.LBFGS):
             stats["_closure"] = closure
         return stats
 
     def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:
         w, opt = self.layer.weight, self.optimizer
-        w.grad.copy_(stats["grad"])
+        _grad(w).copy_(stats["grad"])
         with torch.enable_grad():
             if isinstance(opt, torch.optim.LBFGS):
                 opt.step(stats["_closure"])

@@ -15,12 +15,12 @@ has no closed-form proximal operator, so FISTA would need an inner solver.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from structlearn.functional.sparse import group_soft_threshold
+from structlearn.functional.sparse import Prox, group_soft_threshold
 from structlearn.objectives.base import OBJECTIVES
 from structlearn.objectives.sparse_coding import SparseCoding
 from structlearn.params import Interval, Param
@@ -72,6 +72,7 @@ def within_across(similarity: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
 @OBJECTIVES.register("group_sparse_coding")
 class GroupSparseCoding(SparseCoding):
     name = "group_sparse_coding"
+    groups: Tensor  # (n_units,) long buffer
     group_size = Param(4, Interval(int, 1, None), "units per group (consecutive units); must divide n_units")
     fixed_params = ("group_size",)
 
@@ -86,6 +87,6 @@ class GroupSparseCoding(SparseCoding):
         """Per-sample ``sum_g ||z_g||_2``: (n,)."""
         return group_norms(z, self.groups).sum(1)
 
-    def prox(self) -> Callable[[Tensor, Tensor], Tensor]:
+    def prox(self) -> Prox:
         groups = self.groups
         return lambda v, t: group_soft_threshold(v, t, groups)

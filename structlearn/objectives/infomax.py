@@ -63,6 +63,7 @@ POSITIVE = Interval(float, 0, None, closed="neither")
 class InfoMax(Objective):
     name = "infomax"
     uses_gradients = False
+    signs: Tensor  # (n_units,) buffer: +1 super-, -1 sub-Gaussian (extended InfoMax)
     lr = Param(0.01, POSITIVE, "natural-gradient learning rate eta")
     score = Param("logistic", Options(SCORES), "score function phi")
     max_step = Param(0.2, POSITIVE, "cap on the spectral norm of eta G")
@@ -110,6 +111,7 @@ class InfoMax(Objective):
         if self.method == "newton":
             G = relative_gradient(u, phi)
             D = newton_direction(u, phi, infomax_score_derivative(u, self.score, signs, phi), G=G)  # (k, k)
+            assert nll is not None
             stats.update(G=G, loss=nll, _found=newton_line_search(x, W, D, nll, self.score, signs, self.max_halvings,
                                                                   mask=self.layer.mask))
             return stats

@@ -53,6 +53,8 @@ POSITIVE = Interval(float, 0, None, closed="neither")
 @OBJECTIVES.register("mcr2")
 class MCR2(GradientObjective):
     name = "mcr2"
+    seed: Tensor  # () long buffers
+    steps: Tensor
     separable = False  # logdet(I + c Z^T Z) couples the samples: data-parallel needs the gathered batch
     eps2 = Param(0.5, POSITIVE, "eps^2 of the coding rates (the reference code's eps)")
     gam1 = Param(1.0, POSITIVE, "scale of d/(m eps^2) inside R")
@@ -111,6 +113,8 @@ class MCR2(GradientObjective):
 
     def terms(self, x: Tensor, groups: Tensor | None = None, k: int = 0) -> dict[str, Tensor]:
         """Loss terms of the (already partitioned) samples ``x`` with class ids ``groups``."""
+        if groups is None:
+            raise ValueError("MCR^2 terms need the partition: groups (m,) integer class ids")
         z = self.encode(x)  # (m, n_units)
         R = coding_rate(z, self.eps2)
         R_w = R if self.gam1 == 1.0 else coding_rate(z, self.eps2 / self.gam1)

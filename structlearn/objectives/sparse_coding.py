@@ -22,12 +22,12 @@ batch residual (standard in online dictionary learning), so no unit stays random
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from structlearn.functional.sparse import fista, lipschitz
+from structlearn.functional.sparse import Prox, fista, lipschitz
 from structlearn.objectives.base import OBJECTIVES, Objective
 from structlearn.params import Interval, Options, OrNone, Param
 
@@ -39,6 +39,10 @@ INITS = ("random", "data")
 class SparseCoding(Objective):
     name = "sparse_coding"
     uses_gradients = False
+    A: Tensor  # (k, k) running sum of z^T z / n (buffers)
+    B: Tensor  # (k, d) running sum of z^T x / n
+    steps: Tensor  # () long
+    seed: Tensor  # () long, the re-seeding stream
     lam = Param(0.5, Interval(float, 0, None, closed="neither"), "L1 weight lambda")
     n_iter = Param(50, Interval(int, 1, None), "FISTA iterations per training batch")
     eval_iter = Param(200, Interval(int, 1, None), "FISTA iterations for encode / evaluation")
@@ -66,7 +70,7 @@ class SparseCoding(Objective):
         """Per-sample ``||z||_1``: (n,)."""
         return z.abs().sum(1)
 
-    def prox(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+    def prox(self) -> Prox | None:
         """The prox of ``t * penalty``; ``None`` selects FISTA's built-in in-place soft threshold."""
         return None
 

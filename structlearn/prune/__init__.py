@@ -7,9 +7,9 @@ Pellegrini and Biroli 2022), ``beta_lasso`` (Neyshabur 2020 thresholding). Densi
 curves and their knee: :mod:`structlearn.prune.sweep`.
 """
 from structlearn.prune.base import PRUNERS, Pruner
-from structlearn.prune.magnitude import MagnitudePruner, magnitude_mask
-from structlearn.prune.imp import IterativeMagnitudePruner, imp_schedule
 from structlearn.prune.beta_lasso import BetaLassoPruner
+from structlearn.prune.imp import IterativeMagnitudePruner, imp_schedule
+from structlearn.prune.magnitude import MagnitudePruner, magnitude_mask
 
 __all__ = ["PRUNERS", "BetaLassoPruner", "IterativeMagnitudePruner", "MagnitudePruner", "Pruner", "imp_schedule",
            "magnitude_mask"]

@@ -46,6 +46,7 @@ def magnitude_mask(
         ref = a.amax(1, keepdim=True) if scope == "unit" else a.max()
         return mask & (a >= threshold * ref) & (a > 0)
     check_range("density", density, 0, 1, low_open=True)
+    assert density is not None
     rank = torch.where(mask, a, torch.full_like(a, -1.0))  # pruned entries rank below every kept one
     if scope == "unit":
         k = max(1, round(density * weight.shape[1]))

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from structlearn.params import check_choice
 
@@ -37,7 +35,7 @@ __all__ = ["DEFAULT_DENSITIES", "format_sweep_table", "isotonic", "knee", "plot_
 DEFAULT_DENSITIES = (1.0, 0.6, 0.4, 0.25, 0.16, 0.1, 0.063, 0.04, 0.025, 0.016, 0.01)
 
 
-def isotonic(y: Sequence[float], *, increasing: bool = True) -> np.ndarray:
+def isotonic(y: Sequence[float] | np.ndarray, *, increasing: bool = True) -> np.ndarray:
     """Least-squares monotone fit of ``y`` (in the given order) by pool-adjacent-violators:
     ``argmin_f sum (y_i - f_i)^2`` subject to ``f_1 <= f_2 <= ...`` (``>=`` when not increasing)."""
     v = np.asarray(y, dtype=np.float64) * (1 if increasing else -1)

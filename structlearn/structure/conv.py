@@ -226,7 +226,7 @@ def _match(filters: Tensor, kernels: Tensor, stride: tuple[int, int], padding: t
     valid = (kn2 >= min_overlap * full) & (kn2 > 1e-6 * full)
     denom = torch.where(valid, kn2, torch.ones_like(kn2)).sqrt()
     co, ho, wo = kn2.shape
-    res = {key: [] for key in ("ncc", "channel", "oy", "ox", "scale", "per_channel")}
+    res: dict[str, list[Tensor]] = {key: [] for key in ("ncc", "channel", "oy", "ox", "scale", "per_channel")}
     for start in range(0, n, chunk):
         f = filters[start:start + chunk]
         rn = f.flatten(1).norm(dim=1)  # (m,)

@@ -169,9 +169,11 @@ def check_mask(name: str) -> None:
     assert bool((obj.layer.weight[~mask] == 0).all())
     assert not bool((obj.layer.mask & ~mask).any()), "an objective may prune more, never unprune"
     if obj.uses_gradients:
-        obj.optimizer.zero_grad()
+        opt: Any = getattr(obj, "optimizer")
+        opt.zero_grad()
         obj.loss(x).backward()
-        assert bool((obj.layer.weight.grad[~mask] == 0).all())
+        grad = obj.layer.weight.grad
+        assert grad is not None and bool((grad[~mask] == 0).all())
 
 
 def check_resume(name: str) -> None:
@@ -216,8 +218,9 @@ def check_params(name: str) -> None:
         except ValueError:  # a joint constraint (e.g. labels for MCR^2) refuses this value here
             continue
         assert getattr(obj, k) == new, f"set_params did not change {k!r}"
-        if k == "lr" and getattr(obj, "optimizer", None) is not None:
-            assert obj.optimizer.param_groups[0]["lr"] == new
+        opt = getattr(obj, "optimizer", None)
+        if k == "lr" and opt is not None:
+            assert opt.param_groups[0]["lr"] == new
         obj.set_params(**{k: old})
         if isinstance(p.constraint, Interval):
             numeric[k] = new

@@ -22,7 +22,7 @@ def names() -> list[str]:
 
 
 def build(name: str, **params: Any) -> Pruner:
-    return PRUNERS.create(name, **{**PRUNERS.get(name).example, **params})
+    return PRUNERS.create(name, **{**getattr(PRUNERS.get(name), "example", {}), **params})
 
 
 def layer(seed: int = 0) -> DenseLayer:

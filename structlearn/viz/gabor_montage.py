@@ -35,5 +35,5 @@ def save_gabor_montage(path: str | os.PathLike, filters: Tensor, fit: GaborFit, 
                        min_side: int = 512) -> Path:
     """Write the montage (nearest-neighbour upscaled to ``min_side``) as a PNG at ``path``."""
     img = upscale(gabor_montage_image(filters, fit, max_units=max_units), min_side)
-    save_png(path, img)
+    save_png(Path(path), img)
     return Path(path)
