@@ -95,8 +95,8 @@ class Options:
 
     values: tuple
 
-    def describe(self) -> str:
-        return ", ".join(map(str, self.values))
+    def describe(self) -> str:  # booleans as YAML writes them
+        return ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in self.values)
 
     def check(self, name: str, value: Any) -> Any:
         for v in self.values:
@@ -105,15 +105,9 @@ class Options:
         raise ValueError(f"{name}={value!r} is not allowed; allowed: {self.describe()}")
 
 
-@dataclass(frozen=True)
-class Boolean:
-    def describe(self) -> str:
-        return "true, false"
-
-    def check(self, name: str, value: Any) -> Any:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}={value!r} is not allowed; allowed: {self.describe()}")
-        return value
+def Boolean() -> Options:  # noqa: N802  (reads as a constraint, like the classes)
+    """``True`` or ``False`` (never ``1`` or ``"yes"``)."""
+    return Options((True, False))
 
 
 @dataclass(frozen=True)

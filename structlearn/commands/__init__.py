@@ -2,8 +2,17 @@
 that changes process state (torch threads, W&B's folders in the environment, signals)."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
+
+
+def add_config_arguments(p: argparse.ArgumentParser, default: str, what: str, example: str) -> None:
+    """``CONFIG`` (a YAML path or a bundled config's name), ``--set KEY=VALUE`` and ``--out``."""
+    p.add_argument("config", nargs="?", help=f"{what}: a YAML path or a bundled config's name (default: {default})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a field by dotted path, e.g. {example} (repeatable)")
+    p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
 
 
 def set_threads(n: int) -> None:

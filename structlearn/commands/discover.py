@@ -11,10 +11,9 @@ DEFAULT_CONFIG = "mosaic_sparse"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML config, or the name of a bundled one (default: mosaic_sparse)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field by dotted path, e.g. data.gaussian_clone=true (repeatable)")
-    p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
+    from structlearn.commands import add_config_arguments
+
+    add_config_arguments(p, DEFAULT_CONFIG, "run config", "data.gaussian_clone=true")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume an interrupted run from its checkpoint")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"], help="W&B mode (default: the config's, offline)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -18,10 +18,9 @@ DEFAULT_CONFIG = "random_nets"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML, or the name of a bundled config (default: random_nets)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field, e.g. n_nets=200 or source=/data/cifar-10-batches-py (repeatable)")
-    p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
+    from structlearn.commands import add_config_arguments
+
+    add_config_arguments(p, DEFAULT_CONFIG, "random-net study config", "n_nets=200 or source=/data/cifar-10-batches-py")
     p.add_argument("--quiet", action="store_true", help="no line per network")
 
 

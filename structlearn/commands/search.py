@@ -17,16 +17,15 @@ DEFAULT_CONFIG = "search_mosaic"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="search YAML: a discover config plus a search: block "
-                                             "(default: the bundled search_mosaic)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field, e.g. search.max_depth=3 or data.n_train=5000 (repeatable)")
+    from structlearn.commands import add_config_arguments
+
+    add_config_arguments(p, DEFAULT_CONFIG, "search config (a discover config plus a search: block)",
+                         "search.max_depth=3 or data.n_train=5000")
     p.add_argument("--storage", help="sqlite (default: study.db in the run folder), journal[:PATH] "
                                      "(several workers on one machine), or a SQLAlchemy URL, e.g. postgresql://...")
     p.add_argument("--study-name", help="Optuna study name (default: the run folder's name)")
     p.add_argument("--n-trials", type=int, help="finished trials the study aims for (default: search.n_trials)")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (needs journal or a server)")
-    p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume the study of an existing search folder")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="one W&B run per worker, one step per trial (default: the config's wandb, offline)")

@@ -15,7 +15,7 @@ import torch
 
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.base import OBJECTIVES, Objective
-from structlearn.params import Boolean, Interval, Options, OrNone, declared_params
+from structlearn.params import Interval, Options, OrNone, declared_params
 from structlearn.registry import load_plugins
 
 SHAPE = (4, 4)  # 16 inputs and 16 units: square, so complete-only objectives (infomax) accept it
@@ -53,9 +53,7 @@ def bad_values(constraint: Any) -> list[Any]:
             out.append(2.5)
         return out
     if isinstance(constraint, Options):
-        return ["__not_an_option__"]
-    if isinstance(constraint, Boolean):
-        return ["maybe", 1]
+        return ["__not_an_option__", 1] if set(constraint.values) == {True, False} else ["__not_an_option__"]
     return []
 
 
@@ -65,8 +63,6 @@ def other_value(constraint: Any, current: Any) -> Any:
         return other_value(constraint.inner, current)
     if isinstance(constraint, Options):
         return next((v for v in constraint.values if v != current), None)
-    if isinstance(constraint, Boolean):
-        return not current
     if isinstance(constraint, Interval):
         base = current if current is not None else (constraint.low or 0) + 1
         for cand in (base * 0.5, base * 2, base + 1, base - 1):
