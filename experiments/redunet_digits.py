@@ -18,7 +18,6 @@ between test features, sorted by class, before and after the invariant network).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

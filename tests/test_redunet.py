@@ -206,3 +206,37 @@ def test_update_keeps_the_operator_of_a_class_missing_from_the_batch_and_save_lo
     net.save(tmp_path / "redunet.pt")
     back = ReduNet.load(tmp_path / "redunet.pt")
     torch.testing.assert_close(back.memberships(Z), net.memberships(Z), rtol=0, atol=0)
+
+
+def test_the_run_folder_and_its_spec_rebuild_the_network(tmp_path):
+    """`structlearn redunet` on digits (small): the saved network reloads, and the exported
+    architecture (circular lift conv, ReLU, one redu stage per layer) is one nn.Module with the
+    network's features (float64 1e-10, float32 1e-6) and its predictions."""
+    from structlearn.export import build_module
+    from structlearn.io import load_checkpoint, read_json
+    from structlearn.runs.redunet import load_data, load_redunet_config, run_redunet
+
+    cfg = load_redunet_config(None, ["layers=2", "lift_channels=4", "lift_kernel=3", "n_train=300"])
+    run_dir, result = run_redunet(cfg, tmp_path, log=lambda s: None)
+    assert result["test_accuracy_min_over_shifts"] == result["test_accuracy_max_over_shifts"]  # invariant
+    net = ReduNet.load(run_dir / "redunet.pt")
+    _, _, Xte, yte, _ = load_data(cfg)
+    assert float((net.predict(Xte) == yte).double().mean()) == pytest.approx(result["test_accuracy"], abs=0)
+    spec = read_json(run_dir / "architecture.json")
+    kernels = load_checkpoint(run_dir / "architecture_kernels.pt")["kernels"]
+    assert [s["type"] for s in spec["stages"]] == ["conv2d", "activation", "redu", "redu"]
+    module = build_module(spec, kernels).double()
+    X = Xte[:50]
+    torch.testing.assert_close(module(X), net(X), rtol=0, atol=1e-10)
+    torch.testing.assert_close(build_module(spec, kernels).float()(X.float()).double(), net(X), rtol=0, atol=1e-6)
+
+
+def test_gaussians_on_the_sphere_run(tmp_path):
+    from structlearn.runs.redunet import load_redunet_config, run_redunet
+
+    cfg = load_redunet_config(None, ["data=gaussians", "spatial_dims=0", "layers=5", "n_train=150", "n_test=150"])
+    with pytest.raises(ValueError, match="spatial_dims 0"):
+        load_redunet_config(None, ["data=gaussians"])
+    _, result = run_redunet(cfg, tmp_path, log=lambda s: None)
+    dR = [s["delta_R"] for s in result["layers"]]
+    assert all(b >= a - 1e-3 for a, b in zip(dR, dR[1:])) and result["test_accuracy"] > 0.6  # chance: 1/3

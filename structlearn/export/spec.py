@@ -12,9 +12,14 @@ The spec is plain JSON so NAS pipelines can read it without structlearn::
         {"type": "activation", "fn": "group_l2", "group": g},   # sqrt of the summed squares of
                                                                  # each g consecutive features
         {"type": "dense", "out_features": N, "evidence": {"density": ...}},
+        {"type": "redu", "channels": C, "classes": J, "kernel_size": [K, K], "eta": ..., "lam": ...,
+         "gamma": [...]},   # a constructed shift-invariant ReduNet layer (circular convolutions)
      ],
      "source": {...}}
 
+Conv stages may carry ``"padding_mode": "circular"`` (default ``"zeros"``). A redu stage is a
+ReduNet layer built by :mod:`structlearn.redunet`: its kernels (``(1 + J, C, C, K, K)``: E's,
+then each C_j's) must be given to ``build_module``; it normalises its input.
 A conv stage comes from a layer whose pruned receptive fields share weights
 (:func:`structlearn.structure.conv.conv_from_filters`); a layer without weight sharing stays a
 (sparse) dense stage. ``build_module(spec, kernels)`` returns an ``nn.Sequential``; given the
@@ -29,8 +34,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from structlearn.redunet.conv import ReduConv
+
 FORMAT, VERSION = "structlearn.architecture", 1
-STAGE_TYPES = ("conv2d", "pool", "activation", "dense")
+STAGE_TYPES = ("conv2d", "pool", "activation", "dense", "redu")
+PADDING_MODES = ("zeros", "circular")
 ACTIVATIONS = ("abs", "relu", "identity", "group_l2")
 
 
@@ -106,6 +114,8 @@ def validate_spec(spec: dict[str, Any]) -> None:
                 if min(_pair(st[key], f"stages.{i}.{key}")) < 1:
                     raise ValueError(f"stages.{i}.{key}={st[key]}; allowed: positive integers")
             _pair(st["padding"], f"stages.{i}.padding")
+            if st.get("padding_mode", "zeros") not in PADDING_MODES:
+                raise ValueError(f"stages.{i}.padding_mode={st['padding_mode']!r}; allowed: {', '.join(PADDING_MODES)}")
         elif t == "pool":
             for key in ("kernel_size", "stride"):
                 if min(_pair(st[key], f"stages.{i}.{key}")) < 1:
@@ -116,11 +126,19 @@ def validate_spec(spec: dict[str, Any]) -> None:
             raise ValueError(f"stages.{i}.group={st.get('group')!r}; allowed: a positive integer (group_l2)")
         elif t == "dense" and (not isinstance(st.get("out_features"), int) or st["out_features"] < 1):
             raise ValueError(f"stages.{i}.out_features must be a positive integer")
+        elif t == "redu":
+            for key in ("channels", "classes"):
+                if not isinstance(st.get(key), int) or st[key] < 1:
+                    raise ValueError(f"stages.{i}.{key} must be a positive integer")
+            _pair(st["kernel_size"], f"stages.{i}.kernel_size")
+            if len(st.get("gamma", [])) != st["classes"]:
+                raise ValueError(f"stages.{i}.gamma must list one weight per class ({st['classes']})")
 
 
 def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> nn.Sequential:
     """``nn.Sequential`` for ``(n, 1, H, W)`` inputs; conv stages initialised from ``kernels``
-    (one ``(C, k, k)`` per conv stage, in order) when given, else PyTorch's default init."""
+    (one ``(C, k, k)`` per conv stage, in order) when given, else PyTorch's default init; redu
+    stages take their ``(1 + J, C, C, K, K)`` kernels from the same list (required)."""
     validate_spec(spec)
     shape = (1, *spec["input"]["shape"])  # (C, H, W) flowing through
     mods: list[nn.Module] = []
@@ -131,7 +149,8 @@ def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> n
             if len(shape) != 3:
                 raise ValueError(f"stages.{i}: conv2d after a dense stage is not supported")
             conv = nn.Conv2d(shape[0], st["out_channels"], tuple(st["kernel_size"]), tuple(st["stride"]),
-                             tuple(st["padding"]), bias=False)
+                             tuple(st["padding"]), bias=False, padding_mode=st.get("padding_mode", "zeros"),
+                             dtype=kernels[conv_i].dtype if kernels is not None else None)
             if kernels is not None:
                 w = kernels[conv_i]
                 if shape[0] != 1 or tuple(w.shape) != (st["out_channels"], *st["kernel_size"]):
@@ -151,6 +170,15 @@ def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> n
             h = (shape[1] - st["kernel_size"][0]) // st["stride"][0] + 1
             w_ = (shape[2] - st["kernel_size"][1]) // st["stride"][1] + 1
             shape = (shape[0], h, w_)
+        elif t == "redu":
+            if kernels is None or conv_i >= len(kernels):
+                raise ValueError(f"stages.{i}: a redu stage needs its constructed kernels (1 + J, C, C, K, K)")
+            w = kernels[conv_i]
+            want = (st["classes"] + 1, st["channels"], st["channels"], *shape[1:])
+            if len(shape) != 3 or shape[0] != st["channels"] or tuple(w.shape) != want:
+                raise ValueError(f"stages.{i}: redu kernels {tuple(w.shape)} / input {shape} do not match {want}")
+            mods.append(ReduConv(w, torch.tensor(st["gamma"], dtype=w.dtype), st["eta"], st["lam"]))
+            conv_i += 1
         elif t == "activation" and st["fn"] == "group_l2":
             if len(shape) != 1 or shape[0] % st["group"]:
                 raise ValueError(f"stages.{i}: group_l2 needs flat features divisible by group={st['group']}; got {shape}")

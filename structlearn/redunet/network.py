@@ -169,6 +169,10 @@ class ReduNet(nn.Module):
         self.layers = nn.ModuleList(ReduLayer(c["n_classes"], c["spatial_dims"], c["eta"], c["lam"], c["eps2"],
                                               c["convention"]) for _ in range(c["n_layers"]))
 
+    @property
+    def redu_layers(self) -> list[ReduLayer]:
+        return [m for m in self.layers if isinstance(m, ReduLayer)]
+
     def features0(self, X: Tensor) -> Tensor:
         """The first layer's input: lifted (when there is a lift) and normalised per sample."""
         if not bool(torch.isfinite(X).all()):
@@ -184,14 +188,14 @@ class ReduNet(nn.Module):
         features (layer 0) and after each layer, ``R``, ``R^c`` and ``Delta R`` at the true labels."""
         Z = self.features0(X)
         stats = [self._stats(0, Z, y)]
-        for li, layer in enumerate(self.layers, start=1):
+        for li, layer in enumerate(self.redu_layers, start=1):
             layer.fit(Z, y)
             Z, _ = layer(Z)
             stats.append(self._stats(li, Z, y))
         return stats
 
     def _stats(self, li: int, Z: Tensor, y: Tensor) -> dict[str, float]:
-        R, Rc = self.layers[0].rates(Z, y)
+        R, Rc = self.redu_layers[0].rates(Z, y)
         return {"layer": li, "R": float(R), "Rc": float(Rc), "delta_R": float(R - Rc)}
 
     @torch.no_grad()
@@ -200,7 +204,7 @@ class ReduNet(nn.Module):
         ``pi (m, J)`` of every layer)."""
         Z = self.features0(X)
         out = []
-        for layer in self.layers:
+        for layer in self.redu_layers:
             Z, pi = layer(Z)
             out.append((Z, pi.T))
         return out if return_all else Z
@@ -217,7 +221,7 @@ class ReduNet(nn.Module):
     def update(self, X: Tensor, y: Tensor, tau: float = 0.1) -> None:
         """Moving-average update of every layer with a batch (as the reference's ``update``)."""
         Z = self.features0(X)
-        for layer in self.layers:
+        for layer in self.redu_layers:
             layer.update(Z, y, tau)
             Z, _ = layer(Z)
 
@@ -227,7 +231,7 @@ class ReduNet(nn.Module):
                                                 "seed": self.lift.seed, "relu": self.lift.relu}
         torch.save({"format": "structlearn.redunet", "version": 1, "config": self.config, "lift": lift,
                     "layers": [{"E": la.E, "Cs": la.Cs, "gam": la.gam, "spatial": list(la._spatial)}
-                               for la in self.layers]}, buf)
+                               for la in self.redu_layers]}, buf)
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
@@ -242,7 +246,7 @@ class ReduNet(nn.Module):
                         seed=st["lift"]["seed"], relu=st["lift"]["relu"])
             lift.weight = w
         net = cls(**st["config"], lift=lift)
-        for layer, saved in zip(net.layers, st["layers"]):
+        for layer, saved in zip(net.redu_layers, st["layers"]):
             layer.E, layer.Cs, layer.gam = saved["E"], saved["Cs"], saved["gam"]
             layer._spatial = tuple(saved["spatial"])
         return net
