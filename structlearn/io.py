@@ -76,7 +76,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a structlearn checkpoint: {type(e).__name__}: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a structlearn checkpoint "
+                         f"({type(e).__name__}: {first[:200]}); allowed: a file written by structlearn") from e
 
 
 def read_json(path: str | Path) -> Any:

@@ -91,7 +91,8 @@ class WandbLogger:
         self._wandb = wandb
         wb_mode: Literal["online", "offline"] = "online" if mode == "online" else "offline"
         self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=wb_mode, id=run_id,
-                              resume="allow", settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
+                              resume="allow", settings=wandb.Settings(console="off", x_disable_stats=True, silent=True,
+                                                      init_timeout=30.0))
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(dict(metrics), step=step)

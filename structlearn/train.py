@@ -14,12 +14,17 @@ held-out codes when a callback sets ``needs_codes``; also for layers finished be
 Resume: a checkpoint (atomic) every ``checkpoint_every`` steps holds the objective's state, its
 optimizer state, the minibatch generator's state, the pruning rounds done and the rewind
 state. The data is rebuilt from the seed, so a resumed run ends bit-identical on CPU.
+Interruptions: ``stop`` (anything with ``is_set()``, e.g. the flag that the CLI's signal
+handlers set) is polled at every step boundary; when set, the trainer writes a checkpoint
+there and raises :class:`Interrupted` (a ``KeyboardInterrupt``). A raw ``KeyboardInterrupt``
+inside a step writes nothing: the step is half done, so only the last boundary checkpoint is
+consistent, and resuming from it is exact.
 """
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +41,16 @@ from structlearn.objectives.base import Objective
 from structlearn.runtime import derive_seed, resolve_device, resolve_dtype
 
 CHECKPOINT_VERSION = 1
+RESUME_FREE = ("wandb", "wandb_project")  # config fields a resumed run may change (not part of the experiment)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised at a step boundary after ``stop`` was set; the checkpoint is written."""
+
+
+def experiment_config(cfg: RunConfig) -> str:
+    """The config as resume compares it: without the fields in :data:`RESUME_FREE`."""
+    return dump_config(replace(cfg, **{k: getattr(RunConfig(), k) for k in RESUME_FREE}))
 
 
 @dataclass
@@ -55,8 +70,8 @@ class Trainer:
     """Runs a :class:`RunConfig`; ``checkpoint`` is the checkpoint path (None: memory only)."""
 
     def __init__(self, cfg: RunConfig, checkpoint: str | Path | None = None, callbacks: Sequence[Callback] = (),
-                 data: Prepared | None = None) -> None:
-        self.cfg, self.callbacks, self.data = cfg, list(callbacks), data
+                 data: Prepared | None = None, stop: Any = None) -> None:
+        self.cfg, self.callbacks, self.data, self.stop = cfg, list(callbacks), data, stop
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
         self.objectives: list[Objective] = []
@@ -83,7 +98,7 @@ class Trainer:
     def _save(self, st: RunState, obj: Objective | None = None, g: torch.Generator | None = None) -> None:
         if self.checkpoint is not None:
             atomic_torch_save(self.checkpoint, {
-                "version": CHECKPOINT_VERSION, "config": dump_config(self.cfg), **vars(st),
+                "version": CHECKPOINT_VERSION, "config": experiment_config(self.cfg), **vars(st),
                 "objective": None if obj is None else {k: v.cpu() for k, v in obj.state_dict().items()},
                 "optimizer": None if obj is None else obj.optimizer_state(), "rng": None if g is None else g.get_state()})
 
@@ -94,7 +109,7 @@ class Trainer:
         if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint {where} has version {ck.get('version') if isinstance(ck, dict) else '?'}; "
                              f"allowed: {CHECKPOINT_VERSION}")
-        if ck["config"] != dump_config(self.cfg):
+        if ck["config"] != experiment_config(self.cfg):
             raise ValueError(f"checkpoint {where} was written by a different config; resume with the run's own config.yaml")
         return ck
 
@@ -105,6 +120,7 @@ class Trainer:
         self.emit("on_run_start", st)
         x_train, x_test, shape = data.train, data.test, tuple[int, ...](data.input_shape)
         for li, lcfg in enumerate(self.cfg.layers):
+            self._boundary()  # the previous layer's end is checkpointed
             obj = build_objective(lcfg, x_train.shape[1], shape, self.cfg.seed, li, self.device, self.dtype)
             if li < st.layer or st.complete:
                 obj.load_state_dict(st.done[li])
@@ -155,6 +171,13 @@ class Trainer:
             "layer": li, "prune/round": r, "prune/density": obj.layer.density(),
             **{f"pruned/{k}": v for k, v in evaluate(obj, x_eval, tile_map, image).items()}})
 
+    def _boundary(self, st: RunState | None = None, obj: Objective | None = None, g: torch.Generator | None = None) -> None:
+        """At a step boundary: when ``stop`` is set, checkpoint here (if mid-layer) and raise."""
+        if self.stop is not None and self.stop.is_set():
+            if st is not None:
+                self._save(st, obj, g)
+            raise Interrupted
+
     def _events(self, li: int, lcfg: LayerConfig, obj: Objective, pruner: Any, x_eval: Tensor, st: RunState) -> None:
         """What is due at step ``st.step``: the rewind snapshot and pruning rounds (idempotent)."""
         pr = lcfg.prune
@@ -179,27 +202,24 @@ class Trainer:
             obj.set_params(**pr.finetune_params)  # hyperparameters are not in the state dict
         total, tile_map = layer_total(lcfg), self.prepare().tile_map if li == 0 else None
         x_eval = x_test[: min(512, x_test.shape[0])]
-        try:
+        self._events(li, lcfg, obj, pruner, x_eval, st)
+        while st.step < total:
+            idx = torch.randint(x_train.shape[0], (lcfg.batch_size,), generator=g)
+            out = obj.train_step(x_train[idx].to(self.device, self.dtype))
+            if after_step is not None and st.rounds_done > 0:
+                after_step(obj.layer)
+            st.step += 1
             self._events(li, lcfg, obj, pruner, x_eval, st)
-            while st.step < total:
-                idx = torch.randint(x_train.shape[0], (lcfg.batch_size,), generator=g)
-                out = obj.train_step(x_train[idx].to(self.device, self.dtype))
-                if after_step is not None and st.rounds_done > 0:
-                    after_step(obj.layer)
-                st.step += 1
-                self._events(li, lcfg, obj, pruner, x_eval, st)
-                gs = self.global_step(li, st.step)
-                if st.step % 10 == 0 or st.step == total:
-                    self.emit("on_log", gs, {"layer": li, **{f"train/{k}": float(v) for k, v in out.items()}})
-                if st.step % self.cfg.eval_every == 0 and st.step < total:
-                    ev = evaluate(obj, x_eval, tile_map, li == 0)
-                    self.emit("on_log", gs, {"layer": li, **{f"eval/{k}": v for k, v in ev.items()}})
-                if st.step % self.cfg.checkpoint_every == 0 and st.step < total:
-                    self._save(st, obj, g)
-                self.emit("on_step", li, gs, out)
-        except KeyboardInterrupt:
-            self._save(st, obj, g)
-            raise
+            gs = self.global_step(li, st.step)
+            if st.step % 10 == 0 or st.step == total:
+                self.emit("on_log", gs, {"layer": li, **{f"train/{k}": float(v) for k, v in out.items()}})
+            if st.step % self.cfg.eval_every == 0 and st.step < total:
+                ev = evaluate(obj, x_eval, tile_map, li == 0)
+                self.emit("on_log", gs, {"layer": li, **{f"eval/{k}": v for k, v in ev.items()}})
+            if st.step % self.cfg.checkpoint_every == 0 and st.step < total:
+                self._save(st, obj, g)
+            self.emit("on_step", li, gs, out)
+            self._boundary(st, obj, g)
         final = evaluate(obj, x_test, tile_map, li == 0)
         self.emit("on_log", self.global_step(li, total), {"layer": li, **{f"final/{k}": v for k, v in final.items()}})
         st.done.append({k: v.cpu() for k, v in obj.state_dict().items()})

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -66,10 +67,17 @@ class Killed(Exception):
 
 
 def _run(cfg, run_dir, stop_at=None, exc=KeyboardInterrupt):
+    """``KeyboardInterrupt``: a stop request at ``stop_at`` (the trainer checkpoints at that step
+    boundary, as after Ctrl-C in the CLI); another exception: a crash with no save at all."""
+    stop = threading.Event()
+
     def hook(step):
         if stop_at is not None and step == stop_at:
-            raise exc
-    return trainer_in(cfg, run_dir, [JsonlLogger(run_dir / "metrics.jsonl")], on_step=hook).run()
+            if exc is KeyboardInterrupt:
+                stop.set()
+            else:
+                raise exc
+    return trainer_in(cfg, run_dir, [JsonlLogger(run_dir / "metrics.jsonl")], on_step=hook, stop=stop).run()
 
 
 def _final_state(run_dir):

@@ -77,10 +77,10 @@ def test_tiny_discover_with_both(registered, tmp_path):
                              "layers.0.n_units=8", "layers.0.objective=sanger", "layers.0.params={lr: 0.005}",
                              "layers.0.steps=20", "layers.0.batch_size=64", "layers.0.prune.method=random",
                              "layers.0.prune.density=0.25", "layers.0.prune.finetune_steps=5", "wandb=disabled"])
-    job = start_discover(cfg, out=tmp_path)
-    summary = job.train()
+    with start_discover(cfg, out=tmp_path) as job:
+        summary = job.train()
+        structure = job.read_out()
     assert summary["objective"] == "sanger" and summary["density"] == pytest.approx(0.25)
     assert torch.isfinite(torch.tensor(summary["recon_rel_error"]))
-    structure = job.read_out()
     assert structure["layers"][0]["density"] == pytest.approx(0.25)
     assert (job.run.path / "layer0.pt").is_file() and (job.run.path / "structure.json").is_file()

@@ -3,6 +3,7 @@ training, exact resume in the middle of IMP, the density sweep and its knee, bad
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -187,11 +188,16 @@ def test_resume_in_the_middle_of_imp_equals_uninterrupted(tmp_path, stop_at, exc
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
 
-    def run(d, stop=None):
-        def hook(step):
-            if step == stop:
-                raise exc
-        return trainer_in(cfg, d, [JsonlLogger(d / "metrics.jsonl")], on_step=hook).run()
+    def run(d, stop_at=None):
+        stop = threading.Event()
+
+        def hook(step):  # KeyboardInterrupt: a stop request (checkpoint at that boundary); Killed: no save
+            if step == stop_at:
+                if exc is KeyboardInterrupt:
+                    stop.set()
+                else:
+                    raise exc
+        return trainer_in(cfg, d, [JsonlLogger(d / "metrics.jsonl")], on_step=hook, stop=stop).run()
 
     full = run(a)
     with pytest.raises(exc):

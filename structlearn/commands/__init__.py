@@ -4,7 +4,37 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def deferred_signals(what: str = "the run") -> Iterator[threading.Event]:
+    """SIGINT and SIGTERM set the yielded flag instead of interrupting: the trainer stops at its
+    next step boundary and checkpoints there (resuming is then exact). A second signal aborts at
+    once with ``KeyboardInterrupt``, leaving the last checkpoint. The old handlers come back on exit."""
+    flag = threading.Event()
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.getsignal(s) for s in sigs}
+
+    def handler(signum: int, frame: object) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        print(f"\n{signal.Signals(signum).name}: stopping {what} at the next step boundary (again to abort now)",
+              file=sys.stderr, flush=True)
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def add_config_arguments(p: argparse.ArgumentParser, default: str, what: str, example: str) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
 HELP = "train a dense unsupervised layer (stack), prune it and read out its filters"
@@ -19,38 +18,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so a checkpoint is written
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
-    from structlearn.commands import set_threads, use_wandb_dirs
+    from structlearn.commands import deferred_signals, set_threads, use_wandb_dirs
     from structlearn.config import load_config
     from structlearn.configs import config_path
     from structlearn.runs.discover import start_discover
     from structlearn.structure.readout import format_structure_table
+    from structlearn.train import Interrupted
 
     if args.resume and (args.config or args.overrides):
         raise ValueError("--resume takes the run's own config.yaml; do not pass a config or --set with it")
     cfg = None if args.resume else load_config(config_path(args.config or DEFAULT_CONFIG), args.overrides)
-    job = start_discover(cfg, out=args.out, resume=args.resume, wandb=args.wandb, progress=not args.no_progress)
-    run_dir, cfg = job.run.path, job.trainer.cfg
-    set_threads(cfg.threads)
-    if cfg.wandb != "disabled":
-        use_wandb_dirs(run_dir)
-    print(f"run folder: {run_dir}", file=sys.stderr)
-    old = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        summary = job.train()
-    except KeyboardInterrupt:
-        print(f"interrupted; checkpoint saved. Resume with: structlearn discover --resume {run_dir}", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    with deferred_signals("training") as stop:
+        job = start_discover(cfg, out=args.out, resume=args.resume, wandb=args.wandb, progress=not args.no_progress,
+                             stop=stop)
+        with job:
+            run_dir, cfg = job.run.path, job.trainer.cfg
+            set_threads(cfg.threads)
+            if cfg.wandb != "disabled":
+                use_wandb_dirs(run_dir)
+            print(f"run folder: {run_dir}", file=sys.stderr)
+            try:
+                summary = job.train()
+            except KeyboardInterrupt as e:
+                saved = "checkpoint saved at the step boundary" if isinstance(e, Interrupted) else \
+                    "aborted; the last checkpoint is kept"
+                print(f"interrupted ({saved}). Resume with: structlearn discover --resume {run_dir}", file=sys.stderr)
+                return 130
+            if stop.is_set():
+                print(f"interrupted after training; the read-out is skipped: structlearn report {run_dir}",
+                      file=sys.stderr)
+                return 130
+            structure = job.read_out()
     show = {k: summary[k] for k in ("objective", "n_units", "input_shape", "density", "tile_purity_mean",
                                     "single_tile_fraction", "recon_rel_error", "code_kurtosis", "seconds") if k in summary}
     print(json.dumps(show, indent=2))
     print(f"wrote {run_dir}/summary.json", file=sys.stderr)
-    print(format_structure_table(job.read_out()))  # read-out failures are recorded, not raised
+    print(format_structure_table(structure))  # read-out failures are recorded, not raised
     print(f"wrote {run_dir}/structure.json", file=sys.stderr)
     return 0

@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     write = EXPORTERS.create(args.format)  # unknown formats fail before any work
     conv_kwargs = readout_options(args)
     run = Run(args.run_dir)
-    if args.recompute:
-        ensure_structure(run, conv_kwargs, recompute=True)
-    spec, kernels = spec_from_run(run, conv_kwargs)
+    with run.lock():  # the read-out may be (re)written
+        if args.recompute:
+            ensure_structure(run, conv_kwargs, recompute=True)
+        spec, kernels = spec_from_run(run, conv_kwargs)
     out = Path(args.out) if args.out else run.file("architecture.json" if args.format == "json" else f"{args.format}.json")
     write(spec, out)
     if kernels:

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     conv_kwargs = readout_options(args)
     run = Run(args.run_dir)
-    structure = ensure_structure(run, conv_kwargs, recompute=args.recompute)
+    with run.lock():  # it may (re)write structure.json
+        structure = ensure_structure(run, conv_kwargs, recompute=args.recompute)
     if args.json:
         print(json.dumps(structure, indent=2))
         return 0

@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     run = Run(args.run_dir)
     set_threads(run.cfg.threads)
-    out = run_sweep(run, densities=args.densities, mode=args.mode, scope=args.scope, pruner=args.pruner,
-                    finetune_steps=args.finetune_steps, n_eval=args.n_eval, on_point=show)
+    with run.lock():
+        out = run_sweep(run, densities=args.densities, mode=args.mode, scope=args.scope, pruner=args.pruner,
+                        finetune_steps=args.finetune_steps, n_eval=args.n_eval, on_point=show)
     print(format_sweep_table(out))
     print(f"wrote {args.run_dir}/sweep.json, sweep.md, sweep.png", file=sys.stderr)
     return 0

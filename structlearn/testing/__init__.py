@@ -11,7 +11,7 @@ the built-in ones:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from structlearn.callbacks import Callback, OnStep, standard_callbacks
 from structlearn.config import RunConfig
@@ -20,8 +20,9 @@ from structlearn.train import Trainer
 
 
 def trainer_in(cfg: RunConfig, run_dir: str | Path | None = None, loggers: Sequence[Logger] = (),
-               on_step: Callable[[int], None] | None = None, callbacks: Sequence[Callback] = ()) -> Trainer:
+               on_step: Callable[[int], None] | None = None, callbacks: Sequence[Callback] = (),
+               stop: Any = None) -> Trainer:
     """A :class:`Trainer` with discover's callbacks, checkpointing into ``run_dir`` (memory only
-    when ``None``); ``on_step(global_step)`` runs after every update."""
+    when ``None``); ``on_step(global_step)`` runs after every update; ``stop`` as in the trainer."""
     cbs = standard_callbacks(run_dir, list(loggers)) + list(callbacks) + ([OnStep(on_step)] if on_step else [])
-    return Trainer(cfg, Path(run_dir) / "checkpoint.pt" if run_dir is not None else None, cbs)
+    return Trainer(cfg, Path(run_dir) / "checkpoint.pt" if run_dir is not None else None, cbs, stop=stop)
