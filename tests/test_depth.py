@@ -487,3 +487,42 @@ def test_storage_specs(tmp_path):
         make_storage("sqlite:////nonexistent-dir/x/study.db", tmp_path)
     with pytest.raises(ValueError, match="SQLAlchemy URL"):
         make_storage("redis-please", tmp_path)
+
+
+SECRET = "s3cr3t-Pa55"
+
+
+def _grep_tree(root: Path, text: str) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+def test_an_unreachable_database_with_a_password_leaves_no_trace(tmp_path):
+    """Issue 12: the password appears in no file and no output, and no folder is bound to it."""
+    url = f"postgresql+psycopg2://someone:{SECRET}@127.0.0.1:9/db"  # nothing listens on port 9
+    r = subprocess.run([sys.executable, "-m", "structlearn.cli", "search", str(_yaml(tmp_path)), "--out",
+                        str(tmp_path / "runs"), "--storage", url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot open the database" in r.stderr
+    assert SECRET not in r.stderr + r.stdout and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert _grep_tree(tmp_path, SECRET) == []
+
+
+def test_a_database_password_is_never_stored_and_the_folder_is_owner_only(postgres_url, tmp_path, monkeypatch):
+    """The throw-away server trusts local connections, so any password connects: the URL with a
+    password works, search_state.json keeps the URL without it, the folder is 0700, and a
+    resume finds the password in STRUCTLEARN_STORAGE_URL."""
+    url = postgres_url.replace("postgres@", f"postgres:{SECRET}@")
+    cmd = [sys.executable, "-m", "structlearn.cli", "search", str(_yaml(tmp_path, n_trials=2)), "--out",
+           str(tmp_path / "runs"), "--study-name", "secret-study"]
+    r = subprocess.run(cmd + ["--storage", url], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stderr + r.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    assert (run.stat().st_mode & 0o777) == 0o700
+    assert _grep_tree(tmp_path, SECRET) == []
+    assert json.loads((run / "search_state.json").read_text())["storage"] == postgres_url
+    env = {**os.environ, "STRUCTLEARN_STORAGE_URL": url}
+    r = subprocess.run([sys.executable, "-m", "structlearn.cli", "search", "--resume", str(run), "--n-trials", "3"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stderr + r.stdout and _grep_tree(tmp_path, SECRET) == []

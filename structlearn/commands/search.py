@@ -56,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
             storage = storage if storage is not None else state.get("storage")
     set_threads(cfg.run.threads)
     cache = validate_search(cfg)  # bad data, objective or range: fails here, before any file is written
-    resumed = (run_dir / "search_state.json").exists()
-    print(f"{'resuming' if resumed else 'new'} search folder: {run_dir}", file=sys.stderr)
     try:
         summary = run_search(cfg, run_dir, storage, study_name, args.n_trials, args.workers,
                              args.wandb or cfg.run.wandb, cache=cache)

@@ -50,6 +50,45 @@ def storage_url_for_display(spec: str | None, run_dir: Path) -> str:
         return spec.split("://", 1)[0] + "://***"
 
 
+def without_password(spec: str | None) -> str | None:
+    """``spec`` with any password removed (what may be written to disk): a URL keeps its user,
+    host and database; the password comes from the environment at connection time
+    (``STRUCTLEARN_STORAGE_URL``, or libpq's ``PGPASSWORD`` / ``~/.pgpass``)."""
+    if spec is None or spec in ("sqlite", "journal") or spec.startswith("journal:") or "://" not in spec:
+        return spec
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(spec)
+        return url._replace(password=None).render_as_string(hide_password=False) if url.password else spec
+    except Exception:  # not a URL sqlalchemy understands: keep the scheme only
+        return spec.split("://", 1)[0] + "://"
+
+
+def has_credentials(spec: str | None) -> bool:
+    """A URL that names a user or a password (its folder is made owner-only)."""
+    if spec is None or "://" not in spec:
+        return False
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(spec)
+        return bool(url.username or url.password)
+    except Exception:
+        return True
+
+
+def resolve_storage(spec: str | None) -> str | None:
+    """The storage to connect to: ``spec``, or ``STRUCTLEARN_STORAGE_URL`` when it is the same
+    database with a password (the password is never stored, so a resumed search finds it there)."""
+    env = os.environ.get("STRUCTLEARN_STORAGE_URL")
+    if spec is None:
+        return env
+    if env and without_password(env) == without_password(spec):
+        return env
+    return spec
+
+
 def journal_path(spec: str, run_dir: Path) -> Path:
     return Path(spec[len("journal:"):]) if spec.startswith("journal:") else Path(run_dir) / "study.journal"
 

@@ -295,9 +295,17 @@ def run_search(cfg: SearchConfig, run_dir: str | Path, storage_spec: str | None 
                log: Callable[[str], None] | None = None, cache: DataCache | None = None) -> dict[str, Any]:
     """Create or resume the study in ``run_dir``, run ``workers`` processes until ``n_trials``
     trials have finished, then write ``search.json``, ``gain.md`` and the plots."""
-    from structlearn.depth.storage import is_single_process, storage_url_for_display
+    from structlearn.depth.storage import (
+        has_credentials,
+        is_single_process,
+        resolve_storage,
+        storage_url_for_display,
+        without_password,
+    )
 
     run_dir = Path(run_dir)
+    storage_spec = resolve_storage(storage_spec)
+    public = without_password(storage_spec)  # what is written to disk: never a password
     n_trials = cfg.search.n_trials if n_trials is None else int(n_trials)
     if n_trials < 1:
         raise ValueError(f"--n-trials={n_trials}; allowed: >= 1")
@@ -308,15 +316,26 @@ def run_search(cfg: SearchConfig, run_dir: str | Path, storage_spec: str | None 
                          f"use --storage journal (one machine) or a server URL (several machines)")
     study_name = study_name or run_dir.name
     state_path = run_dir / "search_state.json"
+    resumed = state_path.exists()
     if state_path.exists():
         state = read_json(state_path)
-        if state["storage"] != storage_spec or state["study_name"] != study_name:
+        if without_password(state["storage"]) != public or state["study_name"] != study_name:
             raise ValueError(f"{str(run_dir)!r} holds study {state['study_name']!r} in storage "
-                             f"{state['storage'] or 'sqlite'}; pass the same --storage/--study-name, or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+                             f"{storage_url_for_display(state['storage'], run_dir)}; pass the same --storage/--study-name, "
+                             f"or another --out")
+    file_storage = storage_spec is None or "://" not in storage_spec or storage_spec.startswith("sqlite:")
+    if not file_storage:  # a database server: connect before anything is written, so a failure leaves no folder
+        open_study(cfg, run_dir, storage_spec, study_name, create=True)
+    private = has_credentials(storage_spec)
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+    if private:
+        run_dir.chmod(0o700)  # the folder names a database user: owner-only
     atomic_write_text(run_dir / "search.yaml", cfg.dump())
-    atomic_write_json(state_path, {"storage": storage_spec, "study_name": study_name})
-    open_study(cfg, run_dir, storage_spec, study_name, create=True)
+    atomic_write_json(state_path, {"storage": public, "study_name": study_name})
+    if file_storage:
+        open_study(cfg, run_dir, storage_spec, study_name, create=True)
+    (log or (lambda s: print(s, file=sys.stderr, flush=True)))(
+        f"{'resuming' if resumed else 'new'} search folder: {run_dir} (storage {storage_url_for_display(storage_spec, run_dir)})")
     if workers == 1:
         run_worker(run_dir, storage_spec, study_name, n_trials, wandb_mode, 0, log, cache)
     else:
