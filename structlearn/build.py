@@ -39,6 +39,60 @@ def check_layers(cfg: RunConfig, n_in: int, input_shape: tuple[int, ...], dtype:
         n_in = shape[0]
 
 
+GiB = 2**30
+
+
+def available_memory(device: torch.device) -> tuple[int, str]:
+    """``(bytes, what)``: free device memory on CUDA, else the kernel's ``MemAvailable``."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"free memory of {device}"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available RAM (MemAvailable)"
+    except OSError:
+        pass
+    import os
+
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "available RAM"
+
+
+def estimate_memory(cfg: RunConfig, dtype_bytes: int = 4) -> dict[str, int]:
+    """A lower bound, in bytes, of what a run holds at once: the data (raw, whitened train and
+    test, float32) and, for the largest layer, its weight, mask and optimizer or dictionary
+    statistics plus one batch of codes and one evaluation of the held-out set. It is meant to
+    refuse what cannot fit (10^7 units need petabytes) before anything is built, not to budget."""
+    d = int(cfg.data.input_shape[0] * cfg.data.input_shape[1])
+    n = cfg.data.n_train + cfg.data.n_test
+    out = {f"data ({n} samples x {d} inputs)": 3 * n * d * 4}
+    worst = 0
+    n_in = d
+    for lcfg in cfg.layers:
+        k = lcfg.n_units
+        layer = k * n_in * (2 * dtype_bytes + 1)  # weight, its update, mask
+        if lcfg.objective in ("sparse_coding", "group_sparse_coding"):
+            layer += (k * k + k * n_in) * dtype_bytes  # A and B
+        else:
+            layer += 2 * k * n_in * dtype_bytes  # Adam moments / natural-gradient buffers
+        layer += (lcfg.batch_size + min(cfg.data.n_test, 4096)) * (k + n_in) * dtype_bytes
+        worst = max(worst, layer)
+        n_in = next_input_shape(lcfg)[0]
+    out["largest layer"] = worst
+    return out
+
+
+def check_memory(cfg: RunConfig, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a run whose :func:`estimate_memory` exceeds the available memory, naming both."""
+    parts = estimate_memory(cfg, torch.finfo(dtype).bits // 8)
+    need = sum(parts.values())
+    have, what = available_memory(device)
+    if need > have:
+        detail = ", ".join(f"{k} {v / GiB:.3g} GiB" for k, v in parts.items())
+        raise ValueError(f"the run needs at least {need / GiB:.3g} GiB ({detail}); {what}: {have / GiB:.3g} GiB; "
+                         "allowed: fewer units, smaller inputs or fewer samples")
+
+
 def next_input_shape(lcfg: LayerConfig) -> tuple[int]:
     """Width of the next layer's input: units, or groups for ``pool_energy``."""
     return (lcfg.n_units // (lcfg.pool_group if lcfg.nonlinearity == "pool_energy" else 1),)

@@ -236,7 +236,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected key=value, e.g. data.gaussian_clone=true")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw, f"--set {key.strip()}")
         parts = key.strip().split(".")
         node: Any = d
         for j, p in enumerate(parts[:-1]):
@@ -260,15 +260,41 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}; allowed: each key once")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python, refusing duplicate keys; a clear ``ValueError`` naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{where} is not valid YAML: {getattr(e, 'problem', None) or type(e).__name__}{at}") from None
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
 def read_yaml_mapping(path: str | Path) -> dict:
     """A YAML file's top-level mapping; a clear ValueError for a missing, invalid or non-mapping file."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"config file {str(p)!r} does not exist")
-    try:
-        user = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+    user = load_yaml(p.read_text(), f"config file {str(p)!r}") or {}
     if not isinstance(user, dict):
         raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
     return user

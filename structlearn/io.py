@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -46,8 +47,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by ``null``; a top-level mapping gains
+    ``"nonfinite": {"path.to.value": "nan" | "inf" | "-inf"}`` saying why each is null (strict
+    JSON has no NaN)."""
+    reasons: dict[str, str] = {}
+
+    def walk(o: Any, path: str) -> Any:
+        if isinstance(o, torch.Tensor) or (hasattr(o, "item") and not isinstance(o, (list, dict, str))):
+            o = _jsonable(o)
+        if isinstance(o, float) and not math.isfinite(o):
+            reasons[path] = str(o)
+            return None
+        if isinstance(o, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(o)]
+        return o
+
+    out = walk(obj, "")
+    if reasons and isinstance(out, dict):
+        out["nonfinite"] = reasons
+    return out
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Strict JSON (no bare NaN: see :func:`strict_json`), written atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def _jsonable(o: Any) -> Any:
@@ -76,9 +103,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a structlearn checkpoint "
-                         f"({type(e).__name__}: {first[:200]}); allowed: a file written by structlearn") from e
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt, truncated or not a structlearn checkpoint "
+                         f"({type(e).__name__}); allowed: a file written by structlearn") from e
 
 
 def read_json(path: str | Path) -> Any:

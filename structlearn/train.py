@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from structlearn.build import apply_nonlinearity, build_objective, check_layers, encode_all, layer_total, snapshot
+from structlearn.build import apply_nonlinearity, build_objective, check_layers, check_memory, encode_all, layer_total, snapshot
 from structlearn.callbacks import Callback, make_summary
 from structlearn.config import LayerConfig, RunConfig, dump_config
 from structlearn.data.prepare import Prepared, prepare
@@ -88,6 +88,7 @@ class Trainer:
         """Build the data (unless given) and check every layer once, before any file is
         written: bad input fails here and leaves nothing half-written."""
         if not self._checked:
+            check_memory(self.cfg, self.device, self.dtype)  # before any allocation
             if self.data is None:
                 self.data = prepare(self.cfg.data, derive_seed(self.cfg.seed, "data"))
             check_layers(self.cfg, self.data.train.shape[1], self.data.input_shape, self.dtype)

@@ -1,9 +1,11 @@
 """Image sources: the bundled scikit-image photographs, or a user folder.
 
 Every image becomes a float32 grayscale ``(H, W)`` array in ``[0, 1]``: RGB through the
-ITU-R BT.709 luminance of :func:`skimage.color.rgb2gray`, RGBA composited on white first,
-8- and 16-bit integers scaled by their maximum. Boolean, non-finite and constant images are
-refused with an error that names the image.
+ITU-R BT.709 luminance of :func:`skimage.color.rgb2gray`, RGBA composited on white first (a
+float RGBA outside ``[0, 1]`` is rescaled before compositing: colour by its range, alpha by
+its maximum), 8- and 16-bit integers scaled by their maximum. Boolean, non-finite, constant
+and nearly binary images (fewer than ``MIN_LEVELS`` distinct grey levels) are refused with
+an error that names the image; a file that does not decode is "not an image file".
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ BUNDLED_DEFAULT: tuple[str, ...] = (
 )
 BUNDLED_ALL: tuple[str, ...] = BUNDLED_DEFAULT + ("hubble_deep_field", "immunohistochemistry", "retina")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MIN_LEVELS = 16  # distinct grey levels a natural image has at least
 
 
 def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
@@ -29,7 +32,15 @@ def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
     if img.dtype == bool:
         raise ValueError(f"{name}: boolean (binary) images are not natural images; allowed dtypes: uint8, uint16, float")
     if img.ndim == 3 and img.shape[-1] == 4:
-        img = rgba2rgb(img.astype(np.float64) / np.iinfo(img.dtype).max if img.dtype.kind == "u" else img)
+        rgba = img.astype(np.float64) / np.iinfo(img.dtype).max if img.dtype.kind == "u" else img.astype(np.float64)
+        if not np.isfinite(rgba).all():
+            raise ValueError(f"{name}: contains NaN or Inf pixels; allowed: finite values")
+        rgb, alpha = rgba[..., :3], rgba[..., 3:]
+        if rgb.min() < 0 or rgb.max() > 1:  # rescale before compositing (clipping would flatten it)
+            rgb = (rgb - rgb.min()) / max(float(rgb.max() - rgb.min()), 1e-12)
+        if alpha.min() < 0 or alpha.max() > 1:
+            alpha = np.clip(alpha, 0, None) / max(float(alpha.max()), 1e-12)
+        img = rgba2rgb(np.concatenate([rgb, alpha], -1))
     elif img.dtype.kind == "u":
         img = img.astype(np.float64) / np.iinfo(img.dtype).max
     elif img.dtype.kind == "i":
@@ -46,7 +57,12 @@ def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name}: constant image (all pixels {lo:.3g}); a natural image must vary")
     if lo < 0 or hi > 1:  # floats outside [0, 1]: rescale to [0, 1]
         img = (img - lo) / (hi - lo)
-    return img.astype(np.float32)
+    out = img.astype(np.float32)
+    levels = np.unique(out).size
+    if levels < MIN_LEVELS:
+        raise ValueError(f"{name}: only {levels} distinct grey levels; allowed: at least {MIN_LEVELS} "
+                         "(a natural photograph, not a binary or posterised image)")
+    return out
 
 
 def load_bundled(names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT) -> list[np.ndarray]:
@@ -77,8 +93,9 @@ def load_folder(folder: str | Path) -> list[np.ndarray]:
     for p in files:
         try:
             img = imread(p)
-        except Exception as e:  # any decoder error: name the file
-            raise ValueError(f"cannot read image file {str(p)!r}: {type(e).__name__}: {e}") from e
+        except Exception as e:  # any decoder error: name the file, not the decoder's plugin advice
+            raise ValueError(f"{str(p)!r} is not an image file: it does not decode as "
+                             f"{'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES[::2])} ({type(e).__name__})") from None
         out.append(to_gray_float(img, str(p)))
     return out
 
