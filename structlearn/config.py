@@ -267,7 +267,7 @@ class _StrictLoader(yaml.SafeLoader):
 def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ValueError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}; allowed: each key once")
         seen.add(key)
