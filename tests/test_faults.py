@@ -171,3 +171,20 @@ def test_read_only_output_folder_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and str(out.parent) in r.stderr
+
+
+def test_resume_may_switch_the_wandb_mode(reference):
+    """The W&B mode is not part of the experiment: a run made with W&B disabled, interrupted,
+    resumes with --wandb offline and still equals the uninterrupted run."""
+    root, ref, training_s = reference
+    p = discover(["tiny.yaml", "--out", "switch"], root)
+    run, _ = wait_for_run_folder(p)
+    run = run if run.is_absolute() else root / run
+    time.sleep(0.3 * training_s)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=300) in (0, 130)
+    r = subprocess.run([sys.executable, "-m", "structlearn.cli", "discover", "--resume", str(run), "--wandb", "offline",
+                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (run / "wandb").is_dir()
+    same(outputs(run), outputs(ref))

@@ -54,9 +54,11 @@ def set_threads(n: int) -> None:
 
 
 def use_wandb_dirs(run_dir: str | Path) -> None:
-    """Point W&B's staging, cache and config folders into the run folder, unless the user set them."""
+    """Point W&B's staging, cache and config folders into the run folder and keep W&B quiet on
+    the console, unless the user set these themselves."""
     from structlearn.loggers import wandb_dirs
 
     for var, path in wandb_dirs(run_dir).items():
         Path(path).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault(var, path)
+    os.environ.setdefault("WANDB_SILENT", "true")

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
             set_threads(cfg.threads)
             if cfg.wandb != "disabled":
                 use_wandb_dirs(run_dir)
+                job.open_wandb()  # a W&B failure is one line, before anything else is said
             print(f"run folder: {run_dir}", file=sys.stderr)
             try:
                 summary = job.train()
