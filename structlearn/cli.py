@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -47,6 +48,10 @@ def describe_failure(e: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Thread policy, before torch (and its OpenMP runtime) loads: threads sleep at a barrier instead
+    # of spinning, so a run degrades gracefully beside other jobs (experiments/benchmarks/NOTES.md
+    # section 11: slowdown beside a CPU hog 3.43x -> 1.60x, quiet run +9%). A user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -66,6 +66,28 @@ class RunState:
     rewind: dict | None = None  # {"objective": state tensors, "optimizer": state} at prune.rewind_step
 
 
+def save_checkpoint(path: Path, cfg: RunConfig, st: RunState, obj: Objective | None, g: torch.Generator | None) -> None:
+    """Atomically: the run state, the objective's state and optimizer state, the batch generator's state."""
+    atomic_torch_save(path, {
+        "version": CHECKPOINT_VERSION, "config": experiment_config(cfg), **vars(st),
+        "objective": None if obj is None else {k: v.cpu() for k, v in obj.state_dict().items()},
+        "optimizer": None if obj is None else obj.optimizer_state(), "rng": None if g is None else g.get_state()})
+
+
+def read_checkpoint(path: Path, cfg: RunConfig) -> dict | None:
+    """The checkpoint at ``path`` (None when there is none), refused when it is corrupt, of another
+    version, or written by another experiment."""
+    if not path.exists():
+        return None
+    ck, where = load_checkpoint(path), repr(str(path))
+    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {where} has version {ck.get('version') if isinstance(ck, dict) else '?'}; "
+                         f"allowed: {CHECKPOINT_VERSION}")
+    if ck["config"] != experiment_config(cfg):
+        raise ValueError(f"checkpoint {where} was written by a different config; resume with the run's own config.yaml")
+    return ck
+
+
 class Trainer:
     """Runs a :class:`RunConfig`; ``checkpoint`` is the checkpoint path (None: memory only)."""
 
@@ -98,21 +120,10 @@ class Trainer:
 
     def _save(self, st: RunState, obj: Objective | None = None, g: torch.Generator | None = None) -> None:
         if self.checkpoint is not None:
-            atomic_torch_save(self.checkpoint, {
-                "version": CHECKPOINT_VERSION, "config": experiment_config(self.cfg), **vars(st),
-                "objective": None if obj is None else {k: v.cpu() for k, v in obj.state_dict().items()},
-                "optimizer": None if obj is None else obj.optimizer_state(), "rng": None if g is None else g.get_state()})
+            save_checkpoint(self.checkpoint, self.cfg, st, obj, g)
 
     def _load(self) -> dict | None:
-        if self.checkpoint is None or not self.checkpoint.exists():
-            return None
-        ck, where = load_checkpoint(self.checkpoint), repr(str(self.checkpoint))
-        if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint {where} has version {ck.get('version') if isinstance(ck, dict) else '?'}; "
-                             f"allowed: {CHECKPOINT_VERSION}")
-        if ck["config"] != experiment_config(self.cfg):
-            raise ValueError(f"checkpoint {where} was written by a different config; resume with the run's own config.yaml")
-        return ck
+        return read_checkpoint(self.checkpoint, self.cfg) if self.checkpoint is not None else None
 
     def run(self) -> dict[str, Any]:
         t0, data, ck = time.time(), self.prepare(), self._load()

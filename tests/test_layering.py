@@ -33,7 +33,7 @@ LATE_OK = {"wandb", "optuna", "matplotlib", "sklearn", "tqdm", "threadpoolctl", 
            "scipy", "PIL", "yaml", "torch", "numpy"}  # numpy: the CIFAR unpickler probes numpy._core and numpy.core
 # (file, function) pairs allowed to change process state: entry points only
 STATE_OK = {("commands/__init__.py", "set_threads"), ("commands/__init__.py", "use_wandb_dirs"),
-            ("commands/bench.py", "_limit_threads"), ("depth/study.py", "_worker_entry")}
+            ("commands/bench.py", "_limit_threads"), ("depth/study.py", "_worker_entry"), ("cli.py", "main")}
 STATE_CALLS = ("set_num_threads", "set_num_interop_threads", "umask", "putenv")
 
 
