@@ -138,12 +138,18 @@ def test_context_validation_and_seeded_generators():
 def test_discovery_selection_and_defaults():
     benches = load_benchmarks(DEFAULT_DIR)
     expected = ["dictionary_learning", "sparse_inference", "ica", "mcr2", "knn_entropy", "fista_efficiency",
-                "scaling", "data_pipeline", "discover_memory"]
+                "scaling", "data_pipeline", "discover_memory", "redunet", "contention"]
     assert list(benches) == expected
-    assert [b.name for b in select(benches, [])] == expected[:-1]  # the minutes-long memory run only by name
+    minutes_long = {"discover_memory", "contention"}  # run only by name
+    assert [b.name for b in select(benches, [])] == [n for n in expected if n not in minutes_long]
     assert [b.name for b in select(benches, ["mcr2", "ica"])] == ["mcr2", "ica"]
     with pytest.raises(ValueError, match="available: dictionary_learning"):
         select(benches, ["nope"])
+
+
+def test_redunet_benchmark_tiny():
+    rows = _run_tiny("redunet")
+    assert all(r.quality["E_probe_rel_diff"] < 1e-10 for r in rows)  # the two forms build the same operator
 
 
 def _run_tiny(name):
