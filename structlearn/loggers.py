@@ -92,7 +92,7 @@ class WandbLogger:
         wb_mode: Literal["online", "offline"] = "online" if mode == "online" else "offline"
         self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=wb_mode, id=run_id,
                               resume="allow", settings=wandb.Settings(console="off", x_disable_stats=True, silent=True,
-                                                      init_timeout=20.0))  # the whole command ends within 30 s
+                                                      init_timeout=15.0))  # the whole command ends within 30 s
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
