@@ -6,6 +6,7 @@ metrics.jsonl. Also: two writers on one folder, a corrupt or truncated checkpoin
 output folder."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -188,3 +189,46 @@ def test_resume_may_switch_the_wandb_mode(reference):
     assert r.returncode == 0, r.stderr
     assert (run / "wandb").is_dir()
     same(outputs(run), outputs(ref))
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A small tmpfs at ``path`` (root only); skips the test with the reason when it cannot mount."""
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_full_disk_is_one_line_and_the_run_resumes_exactly(reference, tmp_path):
+    """The run folder's file system fills up mid-run: one line (exit 2), nothing half-written
+    (every write is atomic, a cut metrics line is dropped on resume); after the file system
+    grows, --resume ends bit-identical to the uninterrupted run."""
+    root, ref, _ = reference
+    with tmpfs(tmp_path / "small", "96k") as disk:
+        r = subprocess.run([sys.executable, "-m", "structlearn.cli", "discover", str(root / "tiny.yaml"), "--out",
+                            str(disk), "--no-progress"], cwd=root, capture_output=True, text=True, timeout=300)
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(errors) == 1 and "the disk is full" in errors[0]
+        (run,) = disk.iterdir()
+        assert not list(run.glob(".*.tmp")), "a temporary file was left behind"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        r = subprocess.run([sys.executable, "-m", "structlearn.cli", "discover", "--resume", str(run), "--no-progress"],
+                           cwd=root, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        same(outputs(run), outputs(ref))
+
+
+def test_read_only_file_system_is_one_line(tmp_path):
+    with tmpfs(tmp_path / "ro", "1m") as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        r = subprocess.run([sys.executable, "-m", "structlearn.cli", "discover", "--set", "data.n_train=600",
+                            "--set", "layers.0.n_units=8", "--set", "wandb=disabled", "--out", str(disk / "runs")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "the file system is read-only" in r.stderr
