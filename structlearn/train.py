@@ -134,8 +134,10 @@ class Trainer:
         for li, lcfg in enumerate(self.cfg.layers):
             self._boundary()  # the previous layer's end is checkpointed
             obj = build_objective(lcfg, x_train.shape[1], shape, self.cfg.seed, li, self.device, self.dtype)
-            if li < st.layer or st.complete:
+            if li < st.layer or st.complete:  # finished before a resume: its state and its fine-tuning hyperparameters
                 obj.load_state_dict(st.done[li])
+                if lcfg.prune is not None and lcfg.prune.finetune_params:
+                    obj.set_params(**lcfg.prune.finetune_params)  # it encodes the next layer's inputs as it did
                 trained = False
             else:
                 trained = True

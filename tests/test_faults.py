@@ -232,3 +232,29 @@ def test_read_only_file_system_is_one_line(tmp_path):
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "the file system is read-only" in r.stderr
+
+
+def test_a_layer_finished_before_a_resume_encodes_as_it_did(tmp_path):
+    """The finished layer is rebuilt from the checkpoint with its fine-tuning hyperparameters
+    (not in its state dict): a kill during layer 1 resumes to the uninterrupted result (found by
+    this file's SIGKILL test in CI: layer 0 encoded layer 1's inputs with lam 0.5 instead of 0.3)."""
+    import threading
+
+    import yaml
+
+    from structlearn.config import RunConfig, from_dict, merge_config, to_dict
+    from structlearn.loggers import JsonlLogger
+    from structlearn.testing import trainer_in
+
+    cfg = from_dict(RunConfig, merge_config(to_dict(RunConfig()), yaml.safe_load(TINY)))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    full = trainer_in(cfg, a, [JsonlLogger(a / "metrics.jsonl")]).run()
+    layer0 = cfg.layers[0].steps + cfg.layers[0].prune.rounds * cfg.layers[0].prune.finetune_steps
+    stop = threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        trainer_in(cfg, b, [JsonlLogger(b / "metrics.jsonl")], on_step=lambda s: s == layer0 + 9 and stop.set(),
+                   stop=stop).run()
+    assert torch.load(b / "checkpoint.pt", weights_only=True)["layer"] == 1
+    resumed = trainer_in(cfg, b, [JsonlLogger(b / "metrics.jsonl")]).run()
+    assert strip(resumed) == strip(full)
