@@ -7,14 +7,21 @@ point group (e.g. ``plugins/structlearn-nas`` adds ``optuna_space``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 from structlearn.io import atomic_write_json
 from structlearn.registry import Registry
 
 from .spec import build_module, make_spec, validate_spec  # noqa: F401
 
-Exporter = Callable[[dict[str, Any], Path], None]
+
+class Exporter(Protocol):
+    """Protocol of an exporter (what ``EXPORTERS.create(name)`` returns): write ``spec`` (checked
+    with :func:`validate_spec`) in its format to ``path``, atomically; a bad spec is a ``ValueError``."""
+
+    def __call__(self, spec: dict[str, Any], path: Path) -> None: ...
+
+
 EXPORTERS: Registry[Exporter] = Registry("exporter")
 
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from scipy.special import digamma
@@ -72,7 +73,27 @@ from structlearn.info.neighbors import (
 from structlearn.params import check_choice
 from structlearn.registry import Registry
 
-ESTIMATORS: Registry = Registry("estimator")
+
+class EntropyEstimator(Protocol):
+    """Protocol of an entropy estimator: ``kind = "entropy"``, a ``normalization`` for
+    :func:`normalize`, and ``est(z) -> 0-d tensor`` (nats) for ``z: (N, d)``."""
+
+    kind: str
+    normalization: str
+
+    def __call__(self, z: Tensor) -> Tensor: ...
+
+
+class MIEstimator(Protocol):
+    """Protocol of a mutual-information estimator: ``kind = "mi"`` and ``est(x, y) -> 0-d tensor`` (nats)."""
+
+    kind: str
+    normalization: str
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+
+ESTIMATORS: Registry = Registry("estimator")  # EntropyEstimator or MIEstimator factories
 NORMALIZATIONS = ("whiten", "unit_norm", "standardize", "none")
 BINNINGS = ("uniform", "quantile")
 KSG_ALGORITHMS = (1, 2)
