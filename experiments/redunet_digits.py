@@ -8,7 +8,7 @@ same number of vector layers on the raw 64 pixels. Both classify by argmax of th
 memberships pi. Accuracy is measured on the unshifted test set and on each of the 64 cyclic
 translations of it.
 
-    python experiments/redunet_digits.py               # about 5 minutes on 2 quiet cores
+    python experiments/redunet_digits.py               # about 6 minutes on 2 cores
     python experiments/redunet_digits.py --out /tmp/redunet_digits
 
 Writes ``redunet_digits.json`` (accuracies per shift, Delta R per layer) and two figures:
