@@ -154,6 +154,13 @@ def test_bad_input_is_one_clear_line(case, argv, pattern, files, tmp_path):
     assert not out.exists() or not any(out.iterdir()), "a failed command left a folder behind"
 
 
+def test_debug_shows_the_traceback_instead_of_one_line():
+    from structlearn.cli import main
+
+    with pytest.raises(ValueError, match="unknown config key"):
+        main(["--debug", "discover", "--set", "nope=1", "--wandb", "disabled"])
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         files = fixtures(Path(tmp))
