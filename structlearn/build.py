@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -47,14 +49,11 @@ def available_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free), f"free memory of {device}"
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024, "available RAM (MemAvailable)"
-    except OSError:
-        pass
-    import os
-
+    meminfo = Path("/proc/meminfo")
+    lines = meminfo.read_text().splitlines() if meminfo.is_file() else []  # Linux; elsewhere sysconf
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024, "available RAM (MemAvailable)"
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "available RAM"
 
 
