@@ -39,6 +39,12 @@ def check_layers(cfg: RunConfig, n_in: int, input_shape: tuple[int, ...], dtype:
                 raise ValueError(f"layers.{li}.prune.finetune_params: {e}") from None
         shape = next_input_shape(lcfg)
         n_in = shape[0]
+        nxt = cfg.layers[li + 1] if li + 1 < len(cfg.layers) else None
+        if nxt is not None and nxt.pca_input:
+            if nxt.n_units > n_in:
+                raise ValueError(f"layers.{li + 1}.pca_input keeps n_units={nxt.n_units} principal components of "
+                                 f"{n_in} inputs; allowed: n_units <= {n_in}")
+            shape, n_in = (nxt.n_units,), nxt.n_units
 
 
 GiB = 2**30
@@ -67,8 +73,9 @@ def estimate_memory(cfg: RunConfig, dtype_bytes: int = 4) -> dict[str, int]:
     out = {f"data ({n} samples x {d} inputs)": 3 * n * d * 4}
     worst = 0
     n_in = d
-    for lcfg in cfg.layers:
+    for li, lcfg in enumerate(cfg.layers):
         k = lcfg.n_units
+        n_in = k if lcfg.pca_input and li > 0 else n_in
         layer = k * n_in * (2 * dtype_bytes + 1)  # weight, its update, mask
         if lcfg.objective in ("sparse_coding", "group_sparse_coding"):
             layer += (k * k + k * n_in) * dtype_bytes  # A and B
@@ -92,15 +99,41 @@ def check_memory(cfg: RunConfig, device: torch.device, dtype: torch.dtype) -> No
                          "allowed: fewer units, smaller inputs or fewer samples")
 
 
+class PCAWhitening:
+    """Projection on the ``k`` leading principal components of ``x: (n, d)``, whitened:
+    ``(x - mu) V_k diag(lambda_k)^{-1/2}`` (fitted in float64; PCA dimension reduction before
+    ICA, Hyvarinen, Karhunen and Oja 2001, ch. 6). Components with ``lambda <= 1e-12
+    lambda_max`` are refused: the layer would whiten rounding noise."""
+
+    def __init__(self, x: Tensor, k: int) -> None:
+        x = x.double()
+        self.mu = x.mean(0)
+        e, V = torch.linalg.eigh(torch.atleast_2d(torch.cov((x - self.mu).T, correction=0)))
+        e, V = e.flip(0)[:k], V.flip(1)[:, :k]
+        if not bool(e[-1] > 1e-12 * e[0]):
+            raise ValueError(f"pca_input: the inputs span fewer than n_units={k} dimensions; allowed: fewer units")
+        self.P = V * e.rsqrt()  # (d, k)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ((x.double() - self.mu) @ self.P).float()
+
+
 def next_input_shape(lcfg: LayerConfig) -> tuple[int]:
     """Width of the next layer's input: units, or groups for ``pool_energy``."""
     return (lcfg.n_units // (lcfg.pool_group if lcfg.nonlinearity == "pool_energy" else 1),)
 
 
+LOG_FLOOR = 1e-6  # log_abs: log(|z| + LOG_FLOOR); inputs of every layer have unit mean variance
+
+
 def apply_nonlinearity(z: Tensor, lcfg: LayerConfig) -> Tensor:
-    """Codes -> next layer's input: |z|, relu(z), z, or pooled energy sqrt(sum_group z^2)."""
+    """Codes -> next layer's input: |z|, log(|z| + 1e-6) (log-magnitudes: variance
+    dependence becomes linear, Karklin and Lewicki 2009), relu(z), z, or pooled energy
+    sqrt(sum_group z^2)."""
     if lcfg.nonlinearity == "abs":
         return z.abs()
+    if lcfg.nonlinearity == "log_abs":
+        return torch.log(z.abs() + LOG_FLOOR)
     if lcfg.nonlinearity == "relu":
         return z.clamp_min(0)
     if lcfg.nonlinearity == "pool_energy":

@@ -24,9 +24,9 @@ from structlearn.prune.base import PRUNERS
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "bundled"  # "bundled" (scikit-image images, no download) or a folder of PNG/JPEG/TIFF
+    source: str = "bundled"  # "bundled" (scikit-image images, no download), a folder of PNG/JPEG/TIFF, or a .npy/.npz (kind: array)
     images: tuple[str, ...] = BUNDLED_DEFAULT  # bundled image names (used when source == "bundled")
-    kind: str = "mosaic"  # "mosaic": grid of independent tiles; "patches": plain natural patches
+    kind: str = "mosaic"  # "mosaic": independent tiles; "patches": natural patches; "hierarchical": planted depth; "array": source's samples
     grid: tuple[int, int] = (3, 3)  # mosaic tiles (rows, cols); at least 2 tiles
     tile: tuple[int, int] = (8, 8)  # tile size (h, w) in pixels
     patch: tuple[int, int] = (16, 16)  # patch size (h, w) when kind == "patches"
@@ -37,10 +37,24 @@ class DataConfig:
     zca_floor: float = 0.01  # ZCA eigenvalue floor, relative to the mean eigenvalue, > 0
     f0_fraction: float = 0.39  # 1/f filter cutoff f0 as a fraction of the image size, (0, 0.5]
     gaussian_clone: bool = False  # control: replace the data by a Gaussian with the same covariance
+    depth: int = 2  # kind "hierarchical": levels of the planted model (1, 2 or 3)
+    dims: tuple[int, ...] = (64, 8, 2)  # kind "hierarchical": units per level, sources first
+    modulation: tuple[float, ...] = (4.0, 16.0)  # kind "hierarchical": per level, std of B's entries x sqrt(units above)
 
     def validate(self) -> None:
-        check_choice("data.kind", self.kind, ("mosaic", "patches"))
+        from structlearn.data.arrays import is_array_file
+        from structlearn.data.hierarchical import check_hierarchical
+
+        check_choice("data.kind", self.kind, KINDS)
         check_choice("data.whitening", self.whitening, ("zca", "one_over_f", "none"))
+        if is_array_file(self.source) != (self.kind == "array"):
+            raise ValueError(f"data.source={self.source!r} with data.kind={self.kind!r}; allowed: data.kind 'array' "
+                             f"exactly when data.source is a .npy or .npz file")
+        if self.kind == "hierarchical":
+            check_hierarchical(self.depth, tuple(self.dims), tuple(self.modulation))
+        if self.kind in ("hierarchical", "array") and self.whitening == "one_over_f":
+            raise ValueError(f"data.whitening='one_over_f' filters whole images; allowed for data.kind={self.kind!r}: "
+                             f"zca, none")
         check_choice("data.remove_mean", self.remove_mean, ("tile", "mosaic", "none"))
         for key in ("grid", "tile", "patch"):
             v = getattr(self, key)
@@ -55,9 +69,20 @@ class DataConfig:
 
     @property
     def input_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of one sample; vectors of ``d`` values are ``(1, d)``."""
         if self.kind == "mosaic":
             return (self.grid[0] * self.tile[0], self.grid[1] * self.tile[1])
+        if self.kind == "hierarchical":
+            return (1, int(self.dims[0]))
+        if self.kind == "array":
+            from structlearn.data.arrays import array_sample_shape
+
+            shape = array_sample_shape(self.source)
+            return (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
         return (self.patch[0], self.patch[1])
+
+
+KINDS = ("mosaic", "patches", "hierarchical", "array")
 
 
 COMMON_PRUNE_FIELDS = ("scope", "threshold", "density", "rounds")
@@ -107,6 +132,9 @@ class PruneConfig:
             raise ValueError(f"prune: {e}") from None
 
 
+NONLINEARITIES = ("abs", "log_abs", "relu", "none", "pool_energy")
+
+
 @dataclass(frozen=True)
 class LayerConfig:
     n_units: int = 1024  # units (rows of the dense weight)
@@ -115,14 +143,17 @@ class LayerConfig:
     steps: int = 1000  # training steps before pruning
     batch_size: int = 256  # samples per step
     prune: PruneConfig | None = field(default_factory=PruneConfig)  # None: no pruning
-    nonlinearity: str = "abs"  # how codes feed the next layer: "abs" | "relu" | "none" | "pool_energy"
+    nonlinearity: str = "abs"  # how codes feed the next layer: "abs" | "log_abs" | "relu" | "none" | "pool_energy"
     pool_group: int = 1  # units per group for "pool_energy" (sqrt of the group's summed squares)
+    pca_input: bool = False  # layers after the first: inputs projected on their n_units leading principal components, whitened
 
     def validate(self, i: int = 0) -> None:
         check_range(f"layers.{i}.n_units", self.n_units, 1, None)
         check_range(f"layers.{i}.steps", self.steps, 0, None)
         check_range(f"layers.{i}.batch_size", self.batch_size, 1, None)
-        check_choice(f"layers.{i}.nonlinearity", self.nonlinearity, ("abs", "relu", "none", "pool_energy"))
+        check_choice(f"layers.{i}.nonlinearity", self.nonlinearity, NONLINEARITIES)
+        if not isinstance(self.pca_input, bool):
+            raise ValueError(f"layers.{i}.pca_input={self.pca_input!r}; allowed: true, false")
         check_range(f"layers.{i}.pool_group", self.pool_group, 1, None)
         if self.nonlinearity == "pool_energy" and self.n_units % self.pool_group:
             raise ValueError(f"layers.{i}.pool_group={self.pool_group} must divide n_units={self.n_units}")

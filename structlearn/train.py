@@ -4,7 +4,8 @@ For each layer ``l`` (greedy layer-wise, Hinton et al. 2006; Bengio et al. 2007)
 updates, then ``prune.rounds`` times: prune (round ``r`` at step ``steps + r * finetune_steps``),
 optionally rewind the kept weights to their state after ``prune.rewind_step`` steps (Frankle
 et al. 2020), fine-tune ``finetune_steps`` with the mask fixed. The next layer trains on this
-layer's codes after its nonlinearity, centred and scaled to unit mean variance.
+layer's codes after its nonlinearity, centred and scaled to unit mean variance, or (its
+``pca_input``) projected on their ``n_units`` leading principal components and whitened.
 
 Events (:class:`structlearn.callbacks.Callback`): ``on_run_start``, ``on_step``, ``on_log``
 (every metrics dict), ``on_prune`` (before the mask changes), ``on_layer_end`` (with the
@@ -31,7 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from structlearn.build import apply_nonlinearity, build_objective, check_layers, check_memory, encode_all, layer_total, snapshot
+from structlearn.build import PCAWhitening, apply_nonlinearity, build_objective, check_layers, check_memory, encode_all, layer_total, snapshot
 from structlearn.callbacks import Callback, make_summary
 from structlearn.config import LayerConfig, RunConfig, dump_config
 from structlearn.data.prepare import Prepared, prepare
@@ -149,10 +150,14 @@ class Trainer:
             if not last or any(cb.needs_codes for cb in self.callbacks):  # held-out codes -> nonlinearity
                 codes = x_test = apply_nonlinearity(encode_all(obj, x_test.to(self.dtype), self.device), lcfg)
             self.emit("on_layer_end", li, obj, codes, trained)
-            if not last:  # next layer's inputs, scaled to unit mean variance
+            if not last:  # next layer's inputs: scaled to unit mean variance, or PCA-whitened
                 x_train = apply_nonlinearity(encode_all(obj, x_train.to(self.dtype), self.device), lcfg)
-                mu, sd = x_train.mean(0), x_train.var(0).mean().sqrt().clamp_min(1e-12)
-                x_train, x_test = ((x_train - mu) / sd).float(), ((x_test - mu) / sd).float()
+                if self.cfg.layers[li + 1].pca_input:
+                    pca = PCAWhitening(x_train, self.cfg.layers[li + 1].n_units)
+                    x_train, x_test = pca(x_train), pca(x_test)
+                else:
+                    mu, sd = x_train.mean(0), x_train.var(0).mean().sqrt().clamp_min(1e-12)
+                    x_train, x_test = ((x_train - mu) / sd).float(), ((x_test - mu) / sd).float()
                 shape = (x_train.shape[1],)
         st.complete = True
         self._save(st)

@@ -3,6 +3,12 @@
     images -> (1/f whitening of whole images) -> mosaics or patches -> (Gaussian clone)
            -> mean removal -> ZCA (fitted on train) -> train (n_train, d), test (n_test, d)
 
+Two sources skip the images: ``kind: hierarchical`` draws the planted-depth model
+(:mod:`structlearn.data.hierarchical`), ``kind: array`` draws ``n_train + n_test`` samples
+without replacement from the user's ``.npy``/``.npz`` (:mod:`structlearn.data.arrays`;
+per-sample mean removal for ``(n, H, W)`` images unless ``remove_mean: none``). Vectors
+``(n, d)`` have ``input_shape (1, d)``.
+
 The same seed gives bit-identical data on CPU, so a resumed run rebuilds exactly the data it
 was trained on instead of storing it.
 """
@@ -14,6 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from structlearn.data.arrays import load_array
+from structlearn.data.hierarchical import hierarchical
 from structlearn.data.images import load_images
 from structlearn.data.mosaics import gaussian_clone, make_mosaics
 from structlearn.data.patches import sample_patches
@@ -39,18 +47,36 @@ def _draw(cfg: DataConfig, images, n: int, g: torch.Generator) -> Tensor:
     return p - p.mean(dim=(1, 2), keepdim=True) if cfg.remove_mean != "none" else p
 
 
+def _samples(cfg: "DataConfig", n: int, g: torch.Generator) -> Tensor:
+    """``n`` samples ``(n, H, W)`` (vectors as ``(n, 1, d)``) of a planted or user-array source."""
+    if cfg.kind == "hierarchical":
+        x, _ = hierarchical(n, cfg.depth, tuple(cfg.dims), tuple(cfg.modulation), g)
+        return x.float()[:, None, :]
+    a = torch.from_numpy(load_array(cfg.source))
+    if a.shape[0] < n:
+        raise ValueError(f"array file {cfg.source!r} has {a.shape[0]} samples; data.n_train + data.n_test = {n}; "
+                         f"allowed: at most {a.shape[0]}")
+    a = a[torch.randperm(a.shape[0], generator=g)[:n]]
+    if a.ndim == 2:
+        return a[:, None, :]
+    return a - a.mean(dim=(1, 2), keepdim=True) if cfg.remove_mean != "none" else a
+
+
 def prepare(cfg: "DataConfig", seed: int) -> Prepared:
     """Build the data of a run (CPU, float32)."""
-    images = load_images(cfg.source, cfg.images)
-    need = cfg.tile if cfg.kind == "mosaic" else cfg.patch
-    if not any(im.shape[0] >= need[0] and im.shape[1] >= need[1] for im in images):
-        largest = max(images, key=lambda im: im.size).shape
-        raise ValueError(f"{cfg.kind} size {list(need)} is larger than every image (largest {largest[0]}x{largest[1]}); "
-                         f"allowed: at most the image size")
-    if cfg.whitening == "one_over_f":
-        images = [whiten_one_over_f(im, cfg.f0_fraction) for im in images]
     g = torch.Generator().manual_seed(seed)
-    x = _draw(cfg, images, cfg.n_train + cfg.n_test, g)  # (n, H, W)
+    if cfg.kind in ("hierarchical", "array"):
+        x = _samples(cfg, cfg.n_train + cfg.n_test, g)
+    else:
+        images = load_images(cfg.source, cfg.images)
+        need = cfg.tile if cfg.kind == "mosaic" else cfg.patch
+        if not any(im.shape[0] >= need[0] and im.shape[1] >= need[1] for im in images):
+            largest = max(images, key=lambda im: im.size).shape
+            raise ValueError(f"{cfg.kind} size {list(need)} is larger than every image (largest {largest[0]}x{largest[1]}); "
+                             f"allowed: at most the image size")
+        if cfg.whitening == "one_over_f":
+            images = [whiten_one_over_f(im, cfg.f0_fraction) for im in images]
+        x = _draw(cfg, images, cfg.n_train + cfg.n_test, g)  # (n, H, W)
     shape = tuple(x.shape[1:])
     x = x.reshape(x.shape[0], -1)
     if cfg.gaussian_clone:

@@ -10,7 +10,7 @@
       sparsity: [0.1, 1.0]
 
 Every layer of a trial is a copy of ``layers[0]`` with its width ``width_l`` (categorical over
-``widths``), its sparsity ``params.<sparsity_param> = <sparsity_param>_l`` (log-uniform over
+``widths``, or over ``widths[l-1]`` when ``widths`` is a list of lists, one per layer), its sparsity ``params.<sparsity_param> = <sparsity_param>_l`` (log-uniform over
 ``sparsity``; a fine-tuning value of the same parameter in ``prune.finetune_params`` is scaled
 by the same factor, so the template's ratio is kept) and, when ``density`` is given, its
 pruning density ``density_l`` (log-uniform; replaces the template's threshold). The depth
@@ -38,11 +38,11 @@ class SearchSpace:
     n_trials: int = 24  # finished trials (complete + pruned) the study aims for, over all workers
     min_depth: int = 1  # smallest number of trained layers
     max_depth: int = 4  # largest number of trained layers
-    widths: tuple[int, ...] = (144, 288, 576)  # choices for each layer's n_units
+    widths: tuple = (144, 288, 576)  # n_units choices for every layer, or one list of choices per layer (the last for deeper ones)
     sparsity_param: str = "lam"  # the objective hyperparameter searched per layer
     sparsity: tuple[float, float] | None = (0.1, 1.0)  # log-uniform range for it; None: keep the template's
     density: tuple[float, float] | None = None  # log-uniform range for prune.density per layer; None: template's pruning
-    measure: str = "coding_rate"  # entropy measure (structlearn.depth.gain.MEASURES)
+    measure: str = "total_correlation"  # entropy measure (structlearn.depth.gain.MEASURES)
     eps2: float = 0.5  # coding-rate precision eps^2
     threshold: float = 0.05  # a layer counts while its gain is >= this (share of H_0 when relative)
     relative: bool = True  # gains and threshold as a share of the input's entropy H_0
@@ -55,8 +55,9 @@ class SearchSpace:
         check_range("search.n_trials", self.n_trials, 1, None)
         check_range("search.min_depth", self.min_depth, 1, None)
         check_range("search.max_depth", self.max_depth, self.min_depth, None)
-        if not self.widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
-            raise ValueError(f"search.widths={list(self.widths)}; allowed: a non-empty list of integers >= 1")
+        if not self.widths or not all(_valid_widths(w) for w in self.layer_widths_lists()):
+            raise ValueError(f"search.widths={_plain(self.widths)}; allowed: a non-empty list of integers >= 1, "
+                             f"or a list of such lists (one per layer)")
         for key, lo, hi in (("sparsity", 0, None), ("density", 0, 1)):
             v = getattr(self, key)
             if v is None:
@@ -72,6 +73,23 @@ class SearchSpace:
         check_range("search.grace_s", self.grace_s, 0, None, low_open=True)
         if not self.sparsity_param or not isinstance(self.sparsity_param, str):
             raise ValueError(f"search.sparsity_param={self.sparsity_param!r}; allowed: an objective hyperparameter name")
+
+
+    def layer_widths_lists(self) -> list[list[int]]:
+        """Width choices per layer index ``0..max_depth-1``."""
+        w = list(self.widths)
+        if not w or not isinstance(w[0], (list, tuple)):
+            return [w] * self.max_depth
+        return [list(w[min(i, len(w) - 1)]) for i in range(self.max_depth)]
+
+
+def _valid_widths(w) -> bool:
+    return isinstance(w, (list, tuple)) and len(w) > 0 and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in w)
+
+
+def _plain(v):
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 @dataclass(frozen=True)
@@ -121,8 +139,9 @@ def load_search_config(path: str | Path | None = None, overrides: list[str] | No
 def suggest(trial, space: SearchSpace) -> dict[str, Any]:
     """Draw (or read back, for an enqueued trial) one trial's architecture."""
     depth = trial.suggest_int("depth", space.min_depth, space.max_depth)
+    choices = space.layer_widths_lists()
     for li in range(1, depth + 1):
-        trial.suggest_categorical(f"width_{li}", list(space.widths))
+        trial.suggest_categorical(f"width_{li}", choices[li - 1])
         if space.sparsity is not None:
             trial.suggest_float(f"{space.sparsity_param}_{li}", space.sparsity[0], space.sparsity[1], log=True)
         if space.density is not None:
@@ -158,10 +177,11 @@ def trial_config(cfg: SearchConfig, params: dict[str, Any]) -> RunConfig:
 def corner_params(space: SearchSpace) -> list[dict[str, Any]]:
     """Architectures at the ends of every range (to validate a search before it starts)."""
     out = []
-    for w, q in ((min(space.widths), 0), (max(space.widths), 1)):
+    choices = space.layer_widths_lists()
+    for pick, q in ((min, 0), (max, 1)):
         p: dict[str, Any] = {"depth": space.max_depth}
         for li in range(1, space.max_depth + 1):
-            p[f"width_{li}"] = w
+            p[f"width_{li}"] = pick(choices[li - 1])
             if space.sparsity is not None:
                 p[f"{space.sparsity_param}_{li}"] = space.sparsity[q]
             if space.density is not None:

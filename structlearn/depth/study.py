@@ -5,7 +5,8 @@ a width and a sparsity), trains it layer by layer with :class:`structlearn.train
 and after layer ``l`` measures the entropy ``H_l`` of its held-out codes
 (:mod:`structlearn.depth.gain`; ``H_0`` = the whitened input) and calls
 ``trial.report(gain_l, step=l)`` with ``gain_l = (H_l - H_{l-1}) / H_0`` (or in nats when
-``search.relative`` is false). The ``"stall"`` pruner stops the stack as soon as a layer's
+``search.relative`` is false). The first trial of a study is enqueued at ``max_depth``, so
+every study sees the whole gain profile once, whatever the sampler draws. The ``"stall"`` pruner stops the stack as soon as a layer's
 gain is below ``search.threshold``; ``"median"`` is Optuna's MedianPruner on the same values.
 
 A trial's *useful depth* is the number of leading layers whose gain reaches the threshold
@@ -192,6 +193,9 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
                 for n in fail_stale_trials(study, me, cfg.search.grace_s):
                     log(f"trial {n}: its worker is gone; marked FAIL and enqueued again")
                 states = [t.state for t in study.get_trials(deepcopy=False)]
+                if not states:  # the deepest stack first: the stall pruner stops it where the gain vanishes
+                    study.enqueue_trial({"depth": cfg.search.max_depth}, user_attrs={"first_at_max_depth": True})
+                    states = [TrialState.WAITING]
                 finished = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
                 if finished + states.count(TrialState.RUNNING) >= n_trials:
                     break
@@ -396,10 +400,19 @@ def summarize(study, cfg: SearchConfig, n_trials: int) -> dict[str, Any]:
         "n_finished": len(scored), "states": {k: sum(r["state"] == k for r in rows)
                                               for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")},
         "measure": s.measure, "eps2": s.eps2, "threshold": s.threshold, "relative": s.relative, "pruner": s.pruner,
-        "gain_unit": "share of H_0" if s.relative else "nats",
+        "gain_unit": "share of H_0" if s.relative else ("nats" if s.measure == "coding_rate" else "nats per unit"),
         "chosen_depth": None if best is None else best["useful_depth"],
         "best_trial": best, "gain_by_layer": by_layer, "trials": rows, "config": cfg.to_dict(),
     }
+
+
+def _measure_text(summary: dict[str, Any], d0: int) -> str:
+    m = summary["measure"]
+    if m == "coding_rate":
+        return f"coding_rate (eps^2 = {summary['eps2']}, standardised unit-norm codes, d_ref = {d0})"
+    if m == "total_correlation":
+        return "total_correlation (entropy per unit of the per-unit Gaussianised codes, 1/2 log(2 pi e) - TC / units)"
+    return f"{m} (per live dimension of the standardised codes)"
 
 
 def write_outputs(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -412,8 +425,7 @@ def write_outputs(run_dir: Path, summary: dict[str, Any]) -> None:
         prof = EntropyProfile(tuple(best["entropies"]), tuple(best["dims"]), summary["measure"], summary["eps2"],
                               best["dims"][0])
         text = (f"# Entropy per layer, best trial {best['number']} ({best['state'].lower()})\n\n"
-                f"Measure: {summary['measure']} (eps^2 = {summary['eps2']}, standardised unit-norm codes, "
-                f"d_ref = {best['dims'][0]}); threshold {summary['threshold']} ({summary['gain_unit']}); "
+                f"Measure: {_measure_text(summary, best['dims'][0])}; threshold {summary['threshold']} ({summary['gain_unit']}); "
                 f"chosen depth: **{summary['chosen_depth']}**.\n\n" + prof.table())
         atomic_write_text(run_dir / "gain.md", text)
     plot_gain_vs_depth(summary, run_dir / "gain_vs_depth.png")
