@@ -55,6 +55,8 @@ class DataConfig:
         if self.kind in ("hierarchical", "array") and self.whitening == "one_over_f":
             raise ValueError(f"data.whitening='one_over_f' filters whole images; allowed for data.kind={self.kind!r}: "
                              f"zca, none")
+        if self.kind == "array":
+            _ = self.input_shape  # reads the file's header: a missing or corrupt file fails here
         check_choice("data.remove_mean", self.remove_mean, ("tile", "mosaic", "none"))
         for key in ("grid", "tile", "patch"):
             v = getattr(self, key)

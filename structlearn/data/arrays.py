@@ -68,7 +68,9 @@ def array_sample_shape(source: str | Path) -> tuple[int, ...]:
     path = Path(source)
     if path.suffix.lower() == ".npy" and path.is_file():
         try:
-            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape[1:])
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+            if a.ndim in (2, 3) and a.dtype.kind in "biuf" and a.shape[0] >= 2 and a[0].size >= 2:
+                return tuple(a.shape[1:])
         except Exception:
             pass  # load_array names the problem
     return tuple(load_array(path).shape[1:])

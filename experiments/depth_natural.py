@@ -1,0 +1,204 @@
+"""Entropy per layer on whole natural images with spatial stacking (the curve of Yuan et al.).
+
+32x32 crops of the bundled photographs (1/f-whitened whole images). Each layer is a dense ICA
+layer applied convolutionally; the next layer sees 2x2 neighbourhoods of its feature map, so
+receptive fields grow with depth:
+
+    layer 1: 8x8 pixel patches, stride 4      -> 7x7 map x 64 channels   (8 px)
+    layer 2: 2x2 windows of layer 1, stride 2 -> 3x3 map x 64            (12 px)
+    layer 3: 2x2 windows of layer 2, stride 1 -> 2x2 map x 64            (20 px)
+    layer 4: 2x2 windows of layer 3           -> 1x1 map x 64            (28 px)
+
+A layer: its input windows (256 or 64 values) projected on their 64 leading principal
+components and whitened, full-batch InfoMax (extended, relative Newton; Ablin et al. 2018),
+then ``log|.|`` (the magnitudes carry what is left: Karklin and Lewicki 2009). The entropy of
+layer ``l`` is the entropy per unit of its Gaussianised codes at one position,
+``H_l = 1/2 log(2 pi e) - TC / 64`` (:mod:`structlearn.info.total_correlation`), on held-out
+crops; ``H_0`` is the whitened 8x8 pixel patch.
+
+Controls: **gaussian** (crops drawn from a Gaussian with the crops' covariance: no
+higher-order structure), **shuffled** (every pixel of a crop taken from a different crop:
+independent pixels with natural marginals), and **positions** (a stricter test of the spatial
+claim: every position of a 2x2 window taken from a different crop, so neighbouring positions
+of a feature map are independent while each position keeps its own channels' statistics).
+
+    python experiments/depth_natural.py --out runs/depth_natural          # ~10 min, 1 core
+    python experiments/depth_natural.py --quick --seeds 0
+
+Writes ``depth_natural.json``, ``depth_natural.md`` and ``depth_natural.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+UNITS = 64
+CONDITIONS = ("natural", "gaussian", "shuffled", "positions")
+LAYERS = ((8, 4), (2, 2), (2, 1), (2, 1))  # (window, stride) on the previous map (layer 1: pixels)
+
+
+def windows(maps: Tensor, k: int, stride: int, shuffle: torch.Generator | None = None) -> Tensor:
+    """``maps: (n, C, H, W)`` -> ``(n, H', W', C k k)``; with ``shuffle`` each of the ``k x k``
+    offsets is taken from an independently permuted copy of the ``n`` samples."""
+    n, c, h, w = maps.shape
+    if shuffle is None:
+        p = maps.unfold(2, k, stride).unfold(3, k, stride)  # (n, C, H', W', k, k)
+        return p.permute(0, 2, 3, 1, 4, 5).reshape(n, p.shape[2], p.shape[3], c * k * k)
+    parts = []
+    for dy in range(k):
+        for dx in range(k):
+            sub = maps[torch.randperm(n, generator=shuffle)][:, :, dy::stride, dx::stride]
+            parts.append(sub)
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    stacked = torch.stack([q[:, :, :ho, :wo] for q in parts], -1)  # (n, C, H', W', k*k)
+    return stacked.permute(0, 2, 3, 1, 4).reshape(n, ho, wo, c * k * k)
+
+
+def fit_layer(x: Tensor, k: int, g: torch.Generator, max_iter: int):
+    """PCA-whitening to ``k`` components + extended InfoMax; returns ``encode(x) -> codes``."""
+    from structlearn.build import PCAWhitening
+    from structlearn.functional.ica import infomax_newton, symmetric_orthogonalize
+
+    pca = PCAWhitening(x, k)
+    xw = pca(x).double()
+    W0 = symmetric_orthogonalize(torch.randn(k, k, generator=g, dtype=torch.float64))
+    W, _ = infomax_newton(xw, W0, score="extended", max_iter=max_iter)
+    return lambda z: pca(z).double() @ W.T
+
+
+def crops(n: int, seed: int, condition: str) -> Tensor:
+    from structlearn.data.images import BUNDLED_DEFAULT, load_images
+    from structlearn.data.mosaics import gaussian_clone
+    from structlearn.data.patches import sample_patches
+    from structlearn.data.whiten import whiten_one_over_f
+
+    g = torch.Generator().manual_seed(seed)
+    images = [whiten_one_over_f(im) for im in load_images("bundled", BUNDLED_DEFAULT)]
+    x = sample_patches(images, (32, 32), n, g).double()
+    x = x - x.mean(dim=(1, 2), keepdim=True)
+    if condition == "gaussian":
+        x = gaussian_clone(x, n, g).double()
+    if condition == "shuffled":  # each pixel position permuted across crops on its own
+        flat = x.reshape(n, -1)
+        order = torch.argsort(torch.rand(flat.shape, generator=g, dtype=torch.float64), dim=0)
+        x = torch.gather(flat, 0, order).reshape(x.shape)
+    return x / x.std()
+
+
+def profile(condition: str, seed: int, n_train: int, n_test: int, max_iter: int, fit_samples: int) -> list[float]:
+    """Entropy per layer, ``[H_0, ..., H_4]`` nats per unit."""
+    from structlearn.info.total_correlation import HALF_LOG_2PIE, total_correlation
+
+    g = torch.Generator().manual_seed(10_000 + seed)
+    x = crops(n_train + n_test, seed, condition)[:, None]  # (n, 1, 32, 32)
+    maps = {"train": x[:n_train], "test": x[n_train:]}
+    shuffle = torch.Generator().manual_seed(20_000 + seed) if condition == "positions" else None
+    H = []
+    for li, (k, stride) in enumerate(LAYERS):
+        win = {s: windows(m, k, stride, shuffle if li > 0 else None) for s, m in maps.items()}  # (n, H', W', D)
+        flat_train = win["train"].reshape(-1, win["train"].shape[-1])
+        pick = torch.randperm(flat_train.shape[0], generator=g)[:fit_samples]
+        if li == 0:  # layer 0: the whitened pixel patch at one position per held-out crop
+            from structlearn.build import PCAWhitening
+
+            white = PCAWhitening(flat_train[pick], UNITS)
+            h, w = win["test"].shape[1:3]
+            x0 = white(win["test"][:, h // 2, w // 2])
+            tc = total_correlation(x0.double())
+            H.append(HALF_LOG_2PIE - tc.total / tc.units)
+        encode = fit_layer(flat_train[pick], UNITS, g, max_iter)
+        new = {}
+        for s, wv in win.items():
+            n, h, w, d = wv.shape
+            codes = torch.log(encode(wv.reshape(-1, d)).abs() + 1e-6)  # (n h w, 64)
+            codes = (codes - codes.mean(0)) / codes.std(0)
+            new[s] = codes.reshape(n, h, w, UNITS).permute(0, 3, 1, 2).float()
+        maps = new
+        h, w = maps["test"].shape[2:]
+        tc = total_correlation(maps["test"][:, :, h // 2, w // 2].double())
+        H.append(HALF_LOG_2PIE - tc.total / tc.units)
+    return H
+
+
+def main(argv: list[str] | None = None) -> int:
+    from structlearn.depth.plots import _figure, _save
+    from structlearn.io import atomic_write_json, atomic_write_text
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/depth_natural")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
+    p.add_argument("--n-train", type=int, default=6000, help="training crops")
+    p.add_argument("--n-test", type=int, default=8000, help="held-out crops (one sample per crop and layer)")
+    p.add_argument("--max-iter", type=int, default=100, help="Newton iterations per layer")
+    p.add_argument("--fit-samples", type=int, default=40000, help="windows per layer fit")
+    p.add_argument("--quick", action="store_true", help="1500 + 2000 crops, 30 iterations: a smoke run")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.n_train, a.n_test, a.max_iter, a.fit_samples = 1500, 2000, 30, 10000
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res: dict[str, list[list[float]]] = {}
+    for c in a.conditions:
+        res[c] = []
+        for s in a.seeds:
+            res[c].append(profile(c, s, a.n_train, a.n_test, a.max_iter, a.fit_samples))
+            print(f"{c} seed {s}: H = {[round(h, 4) for h in res[c][-1]]}", file=sys.stderr)
+
+    def stats(rows, i):
+        v = [r[i] for r in rows]
+        m = sum(v) / len(v)
+        return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
+
+    n_layers = len(LAYERS) + 1
+    lines = ["| layer | receptive field | " + " | ".join(f"H {c} (nats/unit)" for c in a.conditions) + " | "
+             + " | ".join(f"gain {c}" for c in a.conditions) + " |", "|---:|---:|" + "---:|" * (2 * len(a.conditions))]
+    rf = ["8 px (pixels)", "8 px", "12 px", "20 px", "28 px"]
+    for i in range(n_layers):
+        cells = []
+        for c in a.conditions:
+            m, sd = stats(res[c], i)
+            cells.append(f"{m:.4f} +- {sd:.4f}")
+        for c in a.conditions:
+            if i == 0:
+                cells.append("")
+            else:
+                m, sd = stats([[r[j] - r[j - 1] for j in range(1, n_layers)] for r in res[c]], i - 1)
+                cells.append(f"{m:+.4f} +- {sd:.4f}")
+        lines.append(f"| {i} | {rf[i]} | " + " | ".join(cells) + " |")
+    lines.append(f"\nMean +- sd over seeds {a.seeds}; {a.n_train} training and {a.n_test} held-out 32x32 crops "
+                 f"({time.time() - t0:.0f} s).")
+    atomic_write_text(out / "depth_natural.md", "\n".join(lines) + "\n")
+    atomic_write_json(out / "depth_natural.json", {"entropies": res, "seeds": a.seeds, "layers": LAYERS,
+                                                   "n_train": a.n_train, "n_test": a.n_test, "max_iter": a.max_iter})
+    plt, fig, (ax, ax2) = _figure(2, 5.0)
+    colours = {"natural": "tab:blue", "gaussian": "tab:orange", "shuffled": "tab:green", "positions": "tab:purple"}
+    for c in a.conditions:
+        for j, r in enumerate(res[c]):
+            ax.plot(range(n_layers), r, color=colours[c], marker="o", lw=1, alpha=0.8, label=c if j == 0 else None)
+            ax2.plot(range(1, n_layers), [r[i] - r[i - 1] for i in range(1, n_layers)], color=colours[c], marker="o",
+                     lw=1, alpha=0.8, label=c if j == 0 else None)
+    ax.set_xlabel("layer (0 = whitened pixels)")
+    ax.set_ylabel("entropy per unit, 1/2 log(2 pi e) - TC/64 (nats)")
+    ax.set_title("entropy of the feature maps per layer")
+    ax2.axhline(0, color="k", lw=0.8)
+    ax2.set_xlabel("layer")
+    ax2.set_ylabel("gain H_l - H_(l-1) (nats per unit)")
+    ax2.set_title("gain per layer")
+    ax.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    _save(plt, fig, out / "depth_natural.png")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
