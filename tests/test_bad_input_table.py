@@ -32,6 +32,11 @@ def fixtures(root: Path) -> dict[str, str]:
         (root / folder).mkdir()
         make(root / folder)
         f[folder] = str(root / folder)
+    np.save(root / "nan.npy", np.full((100, 8), np.nan))
+    (root / "trunc.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (100, 8), }")
+    np.save(root / "flat.npy", np.ones((100, 8)))
+    for name in ("nan.npy", "trunc.npy", "flat.npy"):
+        f[name] = str(root / name)
     (root / "afile").write_text("x")
     f["afile"] = str(root / "afile")
     (root / "norun").mkdir()
@@ -108,6 +113,18 @@ CASES: list[tuple[str, list[str], str]] = [
      r"data=gaussians is a vector problem; allowed: spatial_dims 0"),
     ("randnet: too few networks", ["randnet", "--set", "n_nets=1", "--out", "{out}"], r"n_nets=1 out of range"),
     ("bench: no threads", ["bench", "--threads", "0", "--list"], r"--threads=0 out of range"),
+    ("array file with NaN", D + ["--set", "data.kind=array", "--set", "data.source={nan.npy}"],
+     r"nan.npy' contains NaN or Inf; allowed: finite values"),
+    ("truncated array file", D + ["--set", "data.kind=array", "--set", "data.source={trunc.npy}"],
+     r"trunc.npy' is corrupt, truncated or not in numpy's format"),
+    ("constant array file", D + ["--set", "data.kind=array", "--set", "data.source={flat.npy}"],
+     r"flat.npy' is constant across samples"),
+    ("array file without kind array", D + ["--set", "data.source={flat.npy}"],
+     r"allowed: data.kind 'array' exactly when data.source is a .npy or .npz file"),
+    ("planted depth out of range", D + ["--set", "data.kind=hierarchical", "--set", "data.depth=5"],
+     r"data.depth=5 out of range; allowed: 1, 2 or 3"),
+    ("search: too few held-out samples for the TC measure", ["search", "search_planted", "--set", "data.n_test=50", "--out", "{out}"],
+     r"needs data.n_test > 2 x the widest layer \(64\)"),
 ]
 
 

@@ -158,7 +158,7 @@ TINY = {
                 "prune": {"threshold": 0.1, "finetune_steps": 4, "finetune_params": {"lam": 0.15}}}],
     "eval_every": 1000, "checkpoint_every": 1000,
     "search": {"n_trials": 5, "max_depth": 3, "widths": [16, 128], "sparsity": [0.1, 1.0], "n_startup_trials": 3,
-               "threshold": -0.05},
+               "threshold": -0.05, "measure": "coding_rate"},
 }
 
 

@@ -43,7 +43,7 @@ def test_module_shapes_follow_the_spec():
     (lambda s: s.update(version=99), "version"),
     (lambda s: s["stages"].append({"type": "attention"}), "allowed: conv2d, pool, activation, dense"),
     (lambda s: s["stages"][0].update(stride=[0, 2]), "stride"),
-    (lambda s: s["stages"].append({"type": "activation", "fn": "gelu"}), "allowed: abs, relu, identity"),
+    (lambda s: s["stages"].append({"type": "activation", "fn": "gelu"}), "allowed: abs, log_abs, relu, identity"),
 ])
 def test_bad_specs_are_named(mutate, msg):
     spec = make_spec((12, 12), [{"type": "conv2d", "out_channels": 2, "kernel_size": [3, 3],

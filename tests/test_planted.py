@@ -195,3 +195,11 @@ def test_trial_config_copies_pca_input_and_log_abs():
     assert [lc.n_units for lc in run.layers] == [64, 8, 2]
     assert all(lc.pca_input and lc.nonlinearity == "log_abs" for lc in run.layers)
     assert replace(run.data, depth=1).depth == 1
+
+
+def test_total_correlation_search_refuses_too_few_held_out_samples_before_any_file(tmp_path):
+    from structlearn.cli import main
+
+    rc = main(["search", "search_planted", "--set", "data.n_test=100", "--out", str(tmp_path / "runs")])
+    assert rc == 2
+    assert not (tmp_path / "runs").exists()

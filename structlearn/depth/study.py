@@ -288,6 +288,13 @@ def validate_search(cfg: SearchConfig) -> DataCache:
     every corner of the space. Returns the cache holding the prepared data."""
     cache = DataCache()
     first, *rest = corner_params(cfg.search)
+    if cfg.search.measure == "total_correlation":  # the split-half estimator needs m > 2 d on every layer
+        widest = max([int(cfg.run.data.input_shape[0] * cfg.run.data.input_shape[1])]
+                     + [max(w) for w in cfg.search.layer_widths_lists()])
+        if cfg.run.data.n_test <= 2 * widest:
+            raise ValueError(f"search.measure 'total_correlation' needs data.n_test > 2 x the widest layer ({widest}); "
+                             f"got data.n_test={cfg.run.data.n_test}; allowed: more held-out samples, narrower layers, "
+                             f"or search.measure coding_rate")
     data = cache.data(trial_config(cfg, first))  # prepare() checks this corner's layers
     for p in rest:
         check_layers(trial_config(cfg, p), data.train.shape[1], data.input_shape, torch.float32)

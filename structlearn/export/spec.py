@@ -8,7 +8,7 @@ The spec is plain JSON so NAS pipelines can read it without structlearn::
         {"type": "conv2d", "out_channels": C, "kernel_size": [k, k], "stride": [s, s],
          "padding": [p, p], "evidence": {"coverage": ..., "equivalence_error": ..., "density": ...}},
         {"type": "pool", "kind": "l2", "kernel_size": [a, a], "stride": [b, b]},
-        {"type": "activation", "fn": "abs" | "relu" | "identity"},
+        {"type": "activation", "fn": "abs" | "log_abs" | "relu" | "identity"},
         {"type": "activation", "fn": "group_l2", "group": g},   # sqrt of the summed squares of
                                                                  # each g consecutive features
         {"type": "dense", "out_features": N, "evidence": {"density": ...}},
@@ -39,12 +39,19 @@ from structlearn.redunet.conv import ReduConv
 FORMAT, VERSION = "structlearn.architecture", 1
 STAGE_TYPES = ("conv2d", "pool", "activation", "dense", "redu")
 PADDING_MODES = ("zeros", "circular")
-ACTIVATIONS = ("abs", "relu", "identity", "group_l2")
+ACTIVATIONS = ("abs", "log_abs", "relu", "identity", "group_l2")
 
 
 class Abs(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.abs()
+
+
+class LogAbs(nn.Module):
+    """``log(|x| + 1e-6)``: the log-magnitude nonlinearity of ``nonlinearity: log_abs``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.log(x.abs() + 1e-6)
 
 
 class GroupL2(nn.Module):
@@ -185,7 +192,7 @@ def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> n
             mods.append(GroupL2(st["group"]))
             shape = (shape[0] // st["group"],)
         elif t == "activation":
-            mods.append({"abs": Abs(), "relu": nn.ReLU(), "identity": nn.Identity()}[st["fn"]])
+            mods.append({"abs": Abs(), "log_abs": LogAbs(), "relu": nn.ReLU(), "identity": nn.Identity()}[st["fn"]])
         else:  # dense
             if len(shape) == 3:
                 mods.append(nn.Flatten())

@@ -46,6 +46,6 @@ def spec_from_run(run: Run, conv_kwargs: dict[str, Any] | None = None) -> tuple[
             if lcfg.nonlinearity == "pool_energy":
                 stages.append({"type": "activation", "fn": "group_l2", "group": lcfg.pool_group})
             else:
-                stages.append({"type": "activation", "fn": {"abs": "abs", "relu": "relu", "none": "identity"}[lcfg.nonlinearity]})
+                stages.append({"type": "activation", "fn": {"abs": "abs", "log_abs": "log_abs", "relu": "relu", "none": "identity"}[lcfg.nonlinearity]})
     return make_spec(input_shape, stages, {"run": run.name, "kind": cfg.data.kind,
                                            "conv_kwargs": structure.get("conv_kwargs", {})}), kernels

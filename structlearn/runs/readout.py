@@ -60,6 +60,11 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
             layers.append(entry)
             continue
         shape = run.input_shape(li)
+        if shape[0] == 1:
+            entry["error"] = (f"the samples are vectors of {shape[1]} values (data.kind {cfg.data.kind!r}), not images: "
+                              "no spatial read-out (receptive fields, Gabor fit, convolution)")
+            layers.append(entry)
+            continue
         filters = W.reshape(W.shape[0], *shape)
         x = run.data.test[:max_inputs].float().reshape(-1, *shape)
         ls = read_layer(filters, inputs=x, tile_map=run.data.tile_map, groups=run.groups(li), gabor_steps=gabor_steps,
