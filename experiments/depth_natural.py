@@ -9,12 +9,13 @@ receptive fields grow with depth:
     layer 3: 2x2 windows of layer 2, stride 1 -> 2x2 map x 64            (20 px)
     layer 4: 2x2 windows of layer 3           -> 1x1 map x 64            (28 px)
 
-A layer: its input windows (256 or 64 values) projected on their 64 leading principal
-components and whitened, full-batch InfoMax (extended, relative Newton; Ablin et al. 2018),
-then ``log|.|`` (the magnitudes carry what is left: Karklin and Lewicki 2009). The entropy of
-layer ``l`` is the entropy per unit of its Gaussianised codes at one position,
-``H_l = 1/2 log(2 pi e) - TC / 64`` (:mod:`structlearn.info.total_correlation`), on held-out
-crops; ``H_0`` is the whitened 8x8 pixel patch.
+A layer (:mod:`structlearn.depth.spatial`): its input windows (256 or 64 values) projected on
+their 64 leading principal components and whitened, full-batch InfoMax (extended, relative
+Newton; Ablin et al. 2018), then ``log|.|`` (the magnitudes carry what is left: Karklin and
+Lewicki 2009). The entropy of layer ``l`` is the entropy per unit of its Gaussianised codes at
+the centre position, ``H_l = 1/2 log(2 pi e) - TC / 64``
+(:mod:`structlearn.info.total_correlation`), on held-out crops; ``H_0`` is the whitened 8x8
+pixel patch.
 
 Controls: **gaussian** (crops drawn from a Gaussian with the crops' covariance: no
 higher-order structure), **shuffled** (every pixel of a crop taken from a different crop:
@@ -36,43 +37,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 UNITS = 64
 CONDITIONS = ("natural", "gaussian", "shuffled", "positions")
 LAYERS = ((8, 4), (2, 2), (2, 1), (2, 1))  # (window, stride) on the previous map (layer 1: pixels)
 
 
-def windows(maps: Tensor, k: int, stride: int, shuffle: torch.Generator | None = None) -> Tensor:
-    """``maps: (n, C, H, W)`` -> ``(n, H', W', C k k)``; with ``shuffle`` each of the ``k x k``
-    offsets is taken from an independently permuted copy of the ``n`` samples."""
-    n, c, h, w = maps.shape
-    if shuffle is None:
-        p = maps.unfold(2, k, stride).unfold(3, k, stride)  # (n, C, H', W', k, k)
-        return p.permute(0, 2, 3, 1, 4, 5).reshape(n, p.shape[2], p.shape[3], c * k * k)
-    parts = []
-    for dy in range(k):
-        for dx in range(k):
-            sub = maps[torch.randperm(n, generator=shuffle)][:, :, dy::stride, dx::stride]
-            parts.append(sub)
-    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
-    stacked = torch.stack([q[:, :, :ho, :wo] for q in parts], -1)  # (n, C, H', W', k*k)
-    return stacked.permute(0, 2, 3, 1, 4).reshape(n, ho, wo, c * k * k)
-
-
-def fit_layer(x: Tensor, k: int, g: torch.Generator, max_iter: int):
-    """PCA-whitening to ``k`` components + extended InfoMax; returns ``encode(x) -> codes``."""
-    from structlearn.build import PCAWhitening
-    from structlearn.functional.ica import infomax_newton, symmetric_orthogonalize
-
-    pca = PCAWhitening(x, k)
-    xw = pca(x).double()
-    W0 = symmetric_orthogonalize(torch.randn(k, k, generator=g, dtype=torch.float64))
-    W, _ = infomax_newton(xw, W0, score="extended", max_iter=max_iter)
-    return lambda z: pca(z).double() @ W.T
-
-
-def crops(n: int, seed: int, condition: str) -> Tensor:
+def crops(n: int, seed: int, condition: str) -> torch.Tensor:
     from structlearn.data.images import BUNDLED_DEFAULT, load_images
     from structlearn.data.mosaics import gaussian_clone
     from structlearn.data.patches import sample_patches
@@ -93,37 +64,12 @@ def crops(n: int, seed: int, condition: str) -> Tensor:
 
 def profile(condition: str, seed: int, n_train: int, n_test: int, max_iter: int, fit_samples: int) -> list[float]:
     """Entropy per layer, ``[H_0, ..., H_4]`` nats per unit."""
-    from structlearn.info.total_correlation import HALF_LOG_2PIE, total_correlation
+    from structlearn.depth.spatial import spatial_profile
 
-    g = torch.Generator().manual_seed(10_000 + seed)
-    x = crops(n_train + n_test, seed, condition)[:, None]  # (n, 1, 32, 32)
-    maps = {"train": x[:n_train], "test": x[n_train:]}
+    x = crops(n_train + n_test, seed, condition)[:, None]  # (n, 1, 32, 32) float64
     shuffle = torch.Generator().manual_seed(20_000 + seed) if condition == "positions" else None
-    H = []
-    for li, (k, stride) in enumerate(LAYERS):
-        win = {s: windows(m, k, stride, shuffle if li > 0 else None) for s, m in maps.items()}  # (n, H', W', D)
-        flat_train = win["train"].reshape(-1, win["train"].shape[-1])
-        pick = torch.randperm(flat_train.shape[0], generator=g)[:fit_samples]
-        if li == 0:  # layer 0: the whitened pixel patch at one position per held-out crop
-            from structlearn.build import PCAWhitening
-
-            white = PCAWhitening(flat_train[pick], UNITS)
-            h, w = win["test"].shape[1:3]
-            x0 = white(win["test"][:, h // 2, w // 2])
-            tc = total_correlation(x0.double())
-            H.append(HALF_LOG_2PIE - tc.total / tc.units)
-        encode = fit_layer(flat_train[pick], UNITS, g, max_iter)
-        new = {}
-        for s, wv in win.items():
-            n, h, w, d = wv.shape
-            codes = torch.log(encode(wv.reshape(-1, d)).abs() + 1e-6)  # (n h w, 64)
-            codes = (codes - codes.mean(0)) / codes.std(0)
-            new[s] = codes.reshape(n, h, w, UNITS).permute(0, 3, 1, 2).float()
-        maps = new
-        h, w = maps["test"].shape[2:]
-        tc = total_correlation(maps["test"][:, :, h // 2, w // 2].double())
-        H.append(HALF_LOG_2PIE - tc.total / tc.units)
-    return H
+    return spatial_profile(x[:n_train], x[n_train:], LAYERS, UNITS, torch.Generator().manual_seed(10_000 + seed),
+                           shuffle, max_iter, fit_samples)
 
 
 def main(argv: list[str] | None = None) -> int:

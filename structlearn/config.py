@@ -24,9 +24,9 @@ from structlearn.prune.base import PRUNERS
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "bundled"  # "bundled" (scikit-image images, no download), a folder of PNG/JPEG/TIFF, or a .npy/.npz (kind: array)
+    source: str = "bundled"  # "bundled" (scikit-image, no download), a folder of PNG/JPEG/TIFF, or .npy/.npz (kind: array)
     images: tuple[str, ...] = BUNDLED_DEFAULT  # bundled image names (used when source == "bundled")
-    kind: str = "mosaic"  # "mosaic": independent tiles; "patches": natural patches; "hierarchical": planted depth; "array": source's samples
+    kind: str = "mosaic"  # "mosaic": independent tiles; "patches"; "hierarchical": planted depth; "array": the source's samples
     grid: tuple[int, int] = (3, 3)  # mosaic tiles (rows, cols); at least 2 tiles
     tile: tuple[int, int] = (8, 8)  # tile size (h, w) in pixels
     patch: tuple[int, int] = (16, 16)  # patch size (h, w) when kind == "patches"

@@ -32,7 +32,16 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from structlearn.build import PCAWhitening, apply_nonlinearity, build_objective, check_layers, check_memory, encode_all, layer_total, snapshot
+from structlearn.build import (
+    PCAWhitening,
+    apply_nonlinearity,
+    build_objective,
+    check_layers,
+    check_memory,
+    encode_all,
+    layer_total,
+    snapshot,
+)
 from structlearn.callbacks import Callback, make_summary
 from structlearn.config import LayerConfig, RunConfig, dump_config
 from structlearn.data.prepare import Prepared, prepare

@@ -10,7 +10,8 @@
       sparsity: [0.1, 1.0]
 
 Every layer of a trial is a copy of ``layers[0]`` with its width ``width_l`` (categorical over
-``widths``, or over ``widths[l-1]`` when ``widths`` is a list of lists, one per layer), its sparsity ``params.<sparsity_param> = <sparsity_param>_l`` (log-uniform over
+``widths``, or over ``widths[l-1]`` when ``widths`` is a list of lists, one per layer), its
+sparsity ``params.<sparsity_param> = <sparsity_param>_l`` (log-uniform over
 ``sparsity``; a fine-tuning value of the same parameter in ``prune.finetune_params`` is scaled
 by the same factor, so the template's ratio is kept) and, when ``density`` is given, its
 pruning density ``density_l`` (log-uniform; replaces the template's threshold). The depth
@@ -38,7 +39,7 @@ class SearchSpace:
     n_trials: int = 24  # finished trials (complete + pruned) the study aims for, over all workers
     min_depth: int = 1  # smallest number of trained layers
     max_depth: int = 4  # largest number of trained layers
-    widths: tuple = (144, 288, 576)  # n_units choices for every layer, or one list of choices per layer (the last for deeper ones)
+    widths: tuple = (144, 288, 576)  # n_units choices for every layer, or a list of choices per layer (last: deeper ones)
     sparsity_param: str = "lam"  # the objective hyperparameter searched per layer
     sparsity: tuple[float, float] | None = (0.1, 1.0)  # log-uniform range for it; None: keep the template's
     density: tuple[float, float] | None = None  # log-uniform range for prune.density per layer; None: template's pruning

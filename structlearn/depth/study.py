@@ -6,8 +6,9 @@ and after layer ``l`` measures the entropy ``H_l`` of its held-out codes
 (:mod:`structlearn.depth.gain`; ``H_0`` = the whitened input) and calls
 ``trial.report(gain_l, step=l)`` with ``gain_l = (H_l - H_{l-1}) / H_0`` (or in nats when
 ``search.relative`` is false). The first trial of a study is enqueued at ``max_depth``, so
-every study sees the whole gain profile once, whatever the sampler draws. The ``"stall"`` pruner stops the stack as soon as a layer's
-gain is below ``search.threshold``; ``"median"`` is Optuna's MedianPruner on the same values.
+every study sees the whole gain profile once, whatever the sampler draws. The ``"stall"``
+pruner stops the stack as soon as a layer's gain is below ``search.threshold``; ``"median"``
+is Optuna's MedianPruner on the same values.
 
 A trial's *useful depth* is the number of leading layers whose gain reaches the threshold
 (:func:`structlearn.depth.gain.choose_depth`) and its *useful entropy* ``U = H_0 + sum of those
