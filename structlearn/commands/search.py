@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HELP = "choose the depth of a layer-wise stack by the entropy gain per layer (Optuna study)"
-DEFAULT_CONFIG = "search_mosaic"
+DEFAULT_CONFIG = "search_planted"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
