@@ -62,14 +62,16 @@ def crops(n: int, seed: int, condition: str) -> torch.Tensor:
     return x / x.std()
 
 
-def profile(condition: str, seed: int, n_train: int, n_test: int, max_iter: int, fit_samples: int) -> list[float]:
-    """Entropy per layer, ``[H_0, ..., H_4]`` nats per unit."""
+def profile(condition: str, seed: int, n_train: int, n_test: int, max_iter: int, fit_samples: int,
+            neighbourhoods: list | None = None) -> list[float]:
+    """Entropy per layer, ``[H_0, ..., H_4]`` nats per unit (and, into ``neighbourhoods``, the
+    entropy per unit of the 2x2 window of each map that the next layer reads)."""
     from structlearn.depth.spatial import spatial_profile
 
     x = crops(n_train + n_test, seed, condition)[:, None]  # (n, 1, 32, 32) float64
     shuffle = torch.Generator().manual_seed(20_000 + seed) if condition == "positions" else None
     return spatial_profile(x[:n_train], x[n_train:], LAYERS, UNITS, torch.Generator().manual_seed(10_000 + seed),
-                           shuffle, max_iter, fit_samples)
+                           shuffle, max_iter, fit_samples, neighbourhoods)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-iter", type=int, default=100, help="Newton iterations per layer")
     p.add_argument("--fit-samples", type=int, default=40000, help="windows per layer fit")
     p.add_argument("--quick", action="store_true", help="1500 + 2000 crops, 30 iterations: a smoke run")
+    p.add_argument("--neighbourhoods", action="store_true",
+                   help="also the entropy of the 2x2 window of each map that the next layer reads (256 units; slower)")
     a = p.parse_args(argv)
     if a.quick:
         a.n_train, a.n_test, a.max_iter, a.fit_samples = 1500, 2000, 30, 10000
@@ -93,11 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     res: dict[str, list[list[float]]] = {}
+    nbh: dict[str, list[list]] = {}
     for c in a.conditions:
-        res[c] = []
+        res[c], nbh[c] = [], []
         for s in a.seeds:
-            res[c].append(profile(c, s, a.n_train, a.n_test, a.max_iter, a.fit_samples))
-            print(f"{c} seed {s}: H = {[round(h, 4) for h in res[c][-1]]}", file=sys.stderr)
+            nb: list | None = [] if a.neighbourhoods else None
+            res[c].append(profile(c, s, a.n_train, a.n_test, a.max_iter, a.fit_samples, nb))
+            nbh[c].append(nb or [])
+            print(f"{c} seed {s}: H = {[round(h, 4) for h in res[c][-1]]}"
+                  + (f", 2x2 neighbourhoods {[None if v is None else round(v, 4) for v in nb]}" if nb else ""),
+                  file=sys.stderr)
 
     def stats(rows, i):
         v = [r[i] for r in rows]
@@ -120,10 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                 m, sd = stats([[r[j] - r[j - 1] for j in range(1, n_layers)] for r in res[c]], i - 1)
                 cells.append(f"{m:+.4f} +- {sd:.4f}")
         lines.append(f"| {i} | {rf[i]} | " + " | ".join(cells) + " |")
+    if a.neighbourhoods:
+        lines += ["", "Entropy per unit of the 2x2 window of each map that the next layer reads (256 units; "
+                  "redundancy across neighbouring positions and within them):", "",
+                  "| map of layer | " + " | ".join(a.conditions) + " |", "|---:|" + "---:|" * len(a.conditions)]
+        for i in range(len(LAYERS) - 1):
+            lines.append(f"| {i + 1} | " + " | ".join("{:.4f} +- {:.4f}".format(*stats(nbh[c], i)) for c in a.conditions)
+                         + " |")
     lines.append(f"\nMean +- sd over seeds {a.seeds}; {a.n_train} training and {a.n_test} held-out 32x32 crops "
                  f"({time.time() - t0:.0f} s).")
     atomic_write_text(out / "depth_natural.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "depth_natural.json", {"entropies": res, "seeds": a.seeds, "layers": LAYERS,
+    atomic_write_json(out / "depth_natural.json", {"entropies": res, "neighbourhoods": nbh, "seeds": a.seeds, "layers": LAYERS,
                                                    "n_train": a.n_train, "n_test": a.n_test, "max_iter": a.max_iter})
     plt, fig, (ax, ax2) = _figure(2, 5.0)
     colours = {"natural": "tab:blue", "gaussian": "tab:orange", "shuffled": "tab:green", "positions": "tab:purple"}

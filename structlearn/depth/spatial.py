@@ -60,10 +60,16 @@ def entropy_per_unit(z: Tensor) -> float:
 
 
 def spatial_profile(train: Tensor, test: Tensor, layers: Sequence[tuple[int, int]], units: int, g: torch.Generator,
-                    shuffle: torch.Generator | None = None, max_iter: int = 100, fit_samples: int = 40000) -> list[float]:
+                    shuffle: torch.Generator | None = None, max_iter: int = 100, fit_samples: int = 40000,
+                    neighbourhoods: list[float | None] | None = None) -> list[float]:
     """Entropy per layer ``[H_0, ..., H_L]`` (nats per unit) of a spatial stack on images
     ``train, test: (n, C, H, W)``; ``layers``: ``(window, stride)`` per layer. The control
-    ``shuffle`` applies from layer 2 on (layer 1's windows are pixels)."""
+    ``shuffle`` applies from layer 2 on (layer 1's windows are pixels).
+
+    ``neighbourhoods`` (a list, filled in place): for each layer ``l``, the entropy per unit
+    of the ``k x k`` window of its map that layer ``l + 1`` reads (``k`` its window; ``None``
+    for the last layer): the redundancy across neighbouring positions plus within them, i.e.
+    what the next layer could remove."""
     maps = {"train": train, "test": test}
     H: list[float] = []
     for li, (k, stride) in enumerate(layers):
@@ -82,4 +88,14 @@ def spatial_profile(train: Tensor, test: Tensor, layers: Sequence[tuple[int, int
             new[s] = codes.reshape(n, hh, ww, units).permute(0, 3, 1, 2).float()
         maps = new
         H.append(entropy_per_unit(maps["test"][:, :, h // 2, w // 2]))
+        if neighbourhoods is not None:
+            if li + 1 < len(layers):
+                side = None
+                if shuffle is not None:  # its own copy of the stream: measuring must not change the stack
+                    side = torch.Generator()
+                    side.set_state(shuffle.get_state())
+                nb = windows(maps["test"], layers[li + 1][0], layers[li + 1][1], side)
+                neighbourhoods.append(entropy_per_unit(nb[:, nb.shape[1] // 2, nb.shape[2] // 2]))
+            else:
+                neighbourhoods.append(None)
     return H
