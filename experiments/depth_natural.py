@@ -144,10 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     plt, fig, (ax, ax2) = _figure(2, 5.0)
     colours = {"natural": "tab:blue", "gaussian": "tab:orange", "shuffled": "tab:green", "positions": "tab:purple"}
     for c in a.conditions:
+        lw = 4 if c == "natural" else 1.2  # drawn first and wide: "positions" often lies on top of it
         for j, r in enumerate(res[c]):
-            ax.plot(range(n_layers), r, color=colours[c], marker="o", lw=1, alpha=0.8, label=c if j == 0 else None)
+            ax.plot(range(n_layers), r, color=colours[c], marker="o", lw=lw, alpha=0.6, label=c if j == 0 else None)
             ax2.plot(range(1, n_layers), [r[i] - r[i - 1] for i in range(1, n_layers)], color=colours[c], marker="o",
-                     lw=1, alpha=0.8, label=c if j == 0 else None)
+                     lw=lw, alpha=0.6, label=c if j == 0 else None)
+    ax.set_xticks(range(n_layers))
+    ax2.set_xticks(range(1, n_layers))
     ax.set_xlabel("layer (0 = whitened pixels)")
     ax.set_ylabel("entropy per unit, 1/2 log(2 pi e) - TC/64 (nats)")
     ax.set_title("entropy of the feature maps per layer")

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold:.3f}")
         ax.axvline(L + 0.5, color="k", ls=":", lw=1, label=f"planted depth {L}")
         ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_xticks(range(1, cfg.search.max_depth + 1))
         ax.set_xlabel("layer")
         ax.set_ylabel("gain (nats per unit, symlog)")
         ax.set_title(f"planted L = {L}: {hits[L]}/{len(a.seeds)} recovered")

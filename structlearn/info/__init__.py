@@ -1,5 +1,6 @@
 """Information per layer: entropy and mutual-information estimators (registry
-``"estimator"``), feature normalisation, and pixel MI versus distance.
+``"estimator"``), feature normalisation, pixel MI versus distance, and the total correlation
+that the depth search measures (:mod:`structlearn.info.total_correlation`).
 
     from structlearn.info import ESTIMATORS, normalize
     est = ESTIMATORS.create("knn", k=3)
@@ -23,6 +24,7 @@ from structlearn.info.estimators import (
     shuffle_null,
 )
 from structlearn.info.neighbors import count_within, knn_distances
+from structlearn.info.total_correlation import TotalCorrelation, total_correlation
 from structlearn.info.pixel_mi import (
     MICurve,
     MosaicMICurve,
@@ -36,5 +38,5 @@ __all__ = [
     "KNNEntropy", "KSGMutualInformation", "NullSummary", "add_jitter", "binned_mutual_information",
     "gaussian_entropy", "kl_entropy", "ksg_mutual_information", "normalize",
     "shuffle_null", "count_within", "knn_distances", "MICurve", "MosaicMICurve",
-    "mosaic_mi_vs_distance", "offsets", "pixel_mi_vs_distance",
+    "mosaic_mi_vs_distance", "offsets", "pixel_mi_vs_distance", "TotalCorrelation", "total_correlation",
 ]
