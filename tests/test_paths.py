@@ -20,7 +20,8 @@ SEARCH = {
     "layers": [{"n_units": 8, "objective": "sparse_coding", "params": {"lam": 0.5, "n_iter": 5, "eval_iter": 5},
                 "steps": 2, "batch_size": 32, "prune": {"threshold": 0.1, "finetune_steps": 1}}],
     "eval_every": 1000, "checkpoint_every": 1000,
-    "search": {"n_trials": 1, "max_depth": 1, "widths": [8, 8], "sparsity": [0.5, 0.5], "n_startup_trials": 1, "measure": "coding_rate"},
+    "search": {"n_trials": 1, "max_depth": 1, "widths": [8, 8], "sparsity": [0.5, 0.5], "n_startup_trials": 1,
+               "measure": "coding_rate"},
 }
 
 COMMANDS = {

@@ -24,7 +24,6 @@ from structlearn.info.estimators import (
     shuffle_null,
 )
 from structlearn.info.neighbors import count_within, knn_distances
-from structlearn.info.total_correlation import TotalCorrelation, total_correlation
 from structlearn.info.pixel_mi import (
     MICurve,
     MosaicMICurve,
@@ -32,6 +31,7 @@ from structlearn.info.pixel_mi import (
     offsets,
     pixel_mi_vs_distance,
 )
+from structlearn.info.total_correlation import TotalCorrelation, total_correlation
 
 __all__ = [
     "ESTIMATORS", "NORMALIZATIONS", "BinnedMutualInformation", "CodingRate", "GaussianEntropy",
