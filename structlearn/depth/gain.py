@@ -43,7 +43,7 @@ permutations, rescalings and any per-unit increasing map of the units (``|z|`` a
 zero; a rotation of a white Gaussian input gains zero up to noise. It is not rotation
 invariant for non-Gaussian codes: rotating independent non-Gaussian units creates
 dependence and the gain is negative, which is the right answer for a depth rule. Validated
-on closed forms and on planted depth (README, "Depth").
+on closed forms and on planted depth (README, "Depth that means something").
 
 Optional measures (extensive in ``d``, so their gain is per dimension,
 ``H_l / d_l - H_{l-1} / d_{l-1}``, over live features only; neither is invariant to
