@@ -203,3 +203,29 @@ def test_total_correlation_search_refuses_too_few_held_out_samples_before_any_fi
     rc = main(["search", "search_planted", "--set", "data.n_test=100", "--out", str(tmp_path / "runs")])
     assert rc == 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_discover_and_export_run_on_vector_samples(tmp_path):
+    """Planted vectors go through discover unchanged: no spatial read-out (a reason instead),
+    and the exported spec has the log-magnitude activation."""
+    import json
+
+    import yaml
+
+    from structlearn.cli import main
+
+    cfg = {"name": "vec", "seed": 0, "wandb": "disabled",
+           "data": {"kind": "hierarchical", "depth": 2, "dims": [16, 4], "n_train": 2000, "n_test": 500, "zca_floor": 1e-6},
+           "layers": [{"objective": "infomax", "n_units": 16, "params": {"method": "newton", "score": "extended"},
+                       "steps": 10, "batch_size": 2000, "prune": None, "nonlinearity": "log_abs"},
+                      {"objective": "infomax", "n_units": 4, "params": {"method": "newton", "score": "extended"},
+                       "steps": 10, "batch_size": 2000, "prune": None, "pca_input": True}]}
+    (tmp_path / "vec.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["discover", str(tmp_path / "vec.yaml"), "--out", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    layers = json.loads((run / "structure.json").read_text())["layers"]
+    assert "vectors of 16 values" in layers[0]["error"]
+    assert main(["export", str(run)]) == 0
+    spec = json.loads((run / "architecture.json").read_text())
+    assert {"type": "activation", "fn": "log_abs"} in [{k: st[k] for k in ("type", "fn")} for st in spec["stages"]
+                                                        if st["type"] == "activation"]
