@@ -126,14 +126,18 @@ def next_input_shape(lcfg: LayerConfig) -> tuple[int]:
 LOG_FLOOR = 1e-6  # log_abs: log(|z| + LOG_FLOOR); inputs of every layer have unit mean variance
 
 
+def log_abs(z: Tensor) -> Tensor:
+    """Log-magnitudes ``log(|z| + 1e-6)``: variance dependence becomes linear (Karklin and Lewicki 2009)."""
+    return torch.log(z.abs() + LOG_FLOOR)
+
+
 def apply_nonlinearity(z: Tensor, lcfg: LayerConfig) -> Tensor:
-    """Codes -> next layer's input: |z|, log(|z| + 1e-6) (log-magnitudes: variance
-    dependence becomes linear, Karklin and Lewicki 2009), relu(z), z, or pooled energy
+    """Codes -> next layer's input: |z|, :func:`log_abs`, relu(z), z, or pooled energy
     sqrt(sum_group z^2)."""
     if lcfg.nonlinearity == "abs":
         return z.abs()
     if lcfg.nonlinearity == "log_abs":
-        return torch.log(z.abs() + LOG_FLOOR)
+        return log_abs(z)
     if lcfg.nonlinearity == "relu":
         return z.clamp_min(0)
     if lcfg.nonlinearity == "pool_energy":

@@ -63,14 +63,19 @@ def load_array(source: str | Path) -> np.ndarray:
     return a
 
 
+def _npy_header_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of a well-formed numeric ``.npy`` from its header (memory-mapped, not read);
+    ``None`` when the file is anything else, so that :func:`load_array` names the problem."""
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, EOFError, ValueError):
+        return None
+    ok = a.ndim in (2, 3) and a.dtype.kind in "biuf" and a.shape[0] >= 2 and a[0].size >= 2
+    return tuple(a.shape) if ok else None
+
+
 def array_sample_shape(source: str | Path) -> tuple[int, ...]:
     """The shape of one sample (a ``.npy`` header is read without loading the data)."""
     path = Path(source)
-    if path.suffix.lower() == ".npy" and path.is_file():
-        try:
-            a = np.load(path, mmap_mode="r", allow_pickle=False)
-            if a.ndim in (2, 3) and a.dtype.kind in "biuf" and a.shape[0] >= 2 and a[0].size >= 2:
-                return tuple(a.shape[1:])
-        except Exception:
-            pass  # load_array names the problem
-    return tuple(load_array(path).shape[1:])
+    shape = _npy_header_shape(path) if path.suffix.lower() == ".npy" and path.is_file() else None
+    return tuple((shape or load_array(path).shape)[1:])

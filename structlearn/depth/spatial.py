@@ -23,9 +23,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from structlearn.build import PCAWhitening
+from structlearn.build import PCAWhitening, log_abs
+from structlearn.depth.gain import layer_entropy
 from structlearn.functional.ica import infomax_newton, symmetric_orthogonalize
-from structlearn.info.total_correlation import HALF_LOG_2PIE, total_correlation
 
 
 def windows(maps: Tensor, k: int, stride: int, shuffle: torch.Generator | None = None) -> Tensor:
@@ -55,8 +55,7 @@ def fit_ica_layer(x: Tensor, units: int, g: torch.Generator, max_iter: int = 100
 
 
 def entropy_per_unit(z: Tensor) -> float:
-    tc = total_correlation(z.double())
-    return HALF_LOG_2PIE - tc.total / max(tc.units, 1)
+    return float(layer_entropy(z, "total_correlation"))
 
 
 def spatial_profile(train: Tensor, test: Tensor, layers: Sequence[tuple[int, int]], units: int, g: torch.Generator,
@@ -83,7 +82,7 @@ def spatial_profile(train: Tensor, test: Tensor, layers: Sequence[tuple[int, int
         new = {}
         for s, wv in win.items():
             n, hh, ww, d = wv.shape
-            codes = torch.log(encode(wv.reshape(-1, d)).abs() + 1e-6)
+            codes = log_abs(encode(wv.reshape(-1, d)))
             codes = (codes - codes.mean(0)) / codes.std(0)
             new[s] = codes.reshape(n, hh, ww, units).permute(0, 3, 1, 2).float()
         maps = new
