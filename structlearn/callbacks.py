@@ -6,7 +6,10 @@ itself first (``tr.cfg``, ``tr.data``, ``tr.state``, ``tr.global_step``, ``tr.em
 - ``on_run_start(tr, state)``: after the data is built and a checkpoint (if any) is loaded;
 - ``on_step(tr, layer, global_step, metrics)``: after every update (tensors of the step);
 - ``on_log(tr, step, metrics)``: every metrics dict (train/, eval/, prune/, pruned/, final/);
-- ``on_images(tr, step, images)``: uint8 images, emitted by :class:`FilterImages`;
+- ``on_images(tr, step, images, captions)``: uint8 images, emitted by :class:`FilterImages`
+  and :class:`FilterTimeline`;
+- ``on_table(tr, step, key, columns, rows)``: a table (cells may be uint8 images), emitted by
+  :class:`UnitTables`;
 - ``on_prune(tr, layer, round, objective, metrics)``: before the mask of ``round`` is applied,
   with the held-out metrics of the layer at that moment;
 - ``on_layer_end(tr, layer, objective, codes, trained)``: after a layer; ``codes`` are its
@@ -53,7 +56,8 @@ class Callback:
     def on_run_start(self, tr: Any, state: Any) -> None: ...
     def on_step(self, tr: Any, layer: int, step: int, metrics: dict) -> None: ...
     def on_log(self, tr: Any, step: int, metrics: dict) -> None: ...
-    def on_images(self, tr: Any, step: int, images: dict[str, np.ndarray]) -> None: ...
+    def on_images(self, tr: Any, step: int, images: dict[str, np.ndarray], captions: dict[str, str] | None = None) -> None: ...
+    def on_table(self, tr: Any, step: int, key: str, columns: Sequence[str], rows: list[list[Any]]) -> None: ...
     def on_prune(self, tr: Any, layer: int, round: int, objective: Any, metrics: dict) -> None: ...
     def on_layer_end(self, tr: Any, layer: int, objective: Any, codes: Any, trained: bool) -> None: ...
     def on_run_end(self, tr: Any, summary: dict) -> None: ...
@@ -75,9 +79,13 @@ class LogTo(Callback):
         for lg in self.loggers:
             lg.log_metrics(step, metrics)
 
-    def on_images(self, tr: Any, step: int, images: dict[str, np.ndarray]) -> None:
+    def on_images(self, tr: Any, step: int, images: dict[str, np.ndarray], captions: dict[str, str] | None = None) -> None:
         for lg in self.loggers:
-            lg.log_images(step, images)
+            lg.log_images(step, images, captions)
+
+    def on_table(self, tr: Any, step: int, key: str, columns: Sequence[str], rows: list[list[Any]]) -> None:
+        for lg in self.loggers:
+            lg.log_table(step, key, columns, rows)
 
 
 class RunFiles(Callback):
@@ -140,7 +148,122 @@ class FilterImages(Callback):
             save_png(self.run_dir / f"filters_{tag}.png", upscale(images[f"filters_{tag}"], 1600))
             save_png(self.run_dir / f"filters_{tag}_sample.png", upscale(images[f"filters_{tag}_sample"], 900))
         if log:
-            tr.emit("on_images", step, images)
+            what = {"before_prune": "before pruning", "after_prune": "after pruning", "final": "final"}[tag]
+            caption = f"layer 0, {what}, step {step}: " + _describe(W, tr.data.tile_map)
+            tr.emit("on_images", step, images, {k: caption for k in images})
+
+
+def _describe(W: torch.Tensor, tile_map: torch.Tensor | None) -> str:
+    """``density d, tile purity p`` of filters ``(n, H, W)`` (purity for mosaics only)."""
+    flat = W.reshape(W.shape[0], -1)
+    out = f"density {float((flat != 0).double().mean()):.3f}"
+    if tile_map is not None and W.ndim == 3 and tuple(W.shape[1:]) == tuple(tile_map.shape):
+        alive = (flat != 0).any(1)
+        if alive.any():
+            pur, chance = float(tile_purity(W[alive], tile_map).mean()), 1 / (int(tile_map.max()) + 1)
+            out += f", tile purity {pur:.3f} (chance {chance:.3f})"
+    return out
+
+
+def _image_layer(tr: Any, layer: int) -> bool:
+    """Layer ``layer`` reads images (the first layer of image data), not codes or vectors."""
+    return layer == 0 and len(tr.data.input_shape) == 2 and tr.data.input_shape[0] > 1
+
+
+def _wants(loggers: Sequence[Logger], what: str) -> bool:
+    return any(getattr(lg, what, False) for lg in loggers)
+
+
+class FilterTimeline(Callback):
+    """Every layer's filters every ``every`` steps (and before each pruning round, and at the
+    layer's end) as one image per layer under one key, ``filters/layer<i>``, so that W&B's
+    image slider shows localisation forming. One fixed colour scale per layer
+    (:func:`~structlearn.viz.montage.fixed_scale` of its first montage); units stay in place
+    (index order); captions name the step, the phase, the density and, on mosaics, the tile
+    purity. Emitted only when a logger takes images (``wants_images``)."""
+
+    def __init__(self, every: int, loggers: Sequence[Logger]) -> None:
+        if every < 1:
+            raise ValueError(f"every={every!r} out of range; allowed: >= 1")
+        self.every, self.loggers = every, loggers
+        self.scales: dict[int, float] = {}
+        self.drawn = -1  # the global step of the last montage (one image per key and step)
+
+    def on_step(self, tr: Any, layer: int, step: int, metrics: dict) -> None:
+        s = tr.state.step
+        first = layer not in self.scales  # the layer's first update: the slider starts near the initialisation
+        if (first or s % self.every == 0) and s < layer_total(tr.cfg.layers[layer]) and step != self.drawn:
+            self.draw(tr, layer, tr.live, step, "pruned" if tr.state.rounds_done else "dense")
+
+    def on_prune(self, tr: Any, layer: int, round: int, objective: Any, metrics: dict) -> None:
+        self.draw(tr, layer, objective, tr.global_step(layer, tr.state.step), f"before pruning round {round}")
+
+    def on_layer_end(self, tr: Any, layer: int, objective: Any, codes: Any, trained: bool) -> None:
+        if trained:
+            self.draw(tr, layer, objective, tr.global_step(layer, layer_total(tr.cfg.layers[layer])), "end of layer")
+
+    def draw(self, tr: Any, layer: int, objective: Any, step: int, phase: str) -> None:
+        from structlearn.viz.montage import fixed_scale, weights_to_rgb
+
+        if not _wants(self.loggers, "wants_images"):
+            return
+        self.drawn = step
+        W = objective.layer.filters().detach().cpu().float()
+        rows = W.reshape(W.shape[0], -1).numpy()
+        if layer not in self.scales:
+            self.scales[layer] = fixed_scale(rows)
+        sc = self.scales[layer]
+        image = _image_layer(tr, layer)
+        if image:
+            tile = tuple(tr.cfg.data.tile) if tr.data.tile_map is not None else None
+            img = upscale(filters_to_rgb(W.numpy(), tile=tile, scale=sc), 640)
+        else:
+            img = upscale(weights_to_rgb(rows, scale=sc), 512)
+        caption = (f"layer {layer}, step {step} ({phase}): "
+                   + _describe(W if image else W.reshape(W.shape[0], -1), tr.data.tile_map if image else None)
+                   + f"; colour scale |w|/||w|| = {sc:.3f}")
+        tr.emit("on_images", step, {f"filters/layer{layer}": img}, {f"filters/layer{layer}": caption})
+
+
+class UnitTables(Callback):
+    """A per-unit table of an image layer (:mod:`structlearn.structure.units`: the filter, its
+    dominant tile, tile purity, participation ratio, 90%-energy radius, Gabor fit and R^2,
+    shared-kernel id, density) before each pruning round (so after the previous round's
+    fine-tuning) and at the layer's end, as ``units/layer<i>``. Computed only when a logger
+    takes tables (``wants_tables``): the Gabor fit and the conv read-out cost seconds."""
+
+    def __init__(self, loggers: Sequence[Logger], gabor_steps: int = 100) -> None:
+        self.loggers, self.gabor_steps = loggers, gabor_steps
+
+    def on_prune(self, tr: Any, layer: int, round: int, objective: Any, metrics: dict) -> None:
+        self.table(tr, layer, objective, tr.global_step(layer, tr.state.step))
+
+    def on_layer_end(self, tr: Any, layer: int, objective: Any, codes: Any, trained: bool) -> None:
+        if trained:
+            self.table(tr, layer, objective, tr.global_step(layer, layer_total(tr.cfg.layers[layer])))
+
+    def table(self, tr: Any, layer: int, objective: Any, step: int) -> None:
+        from structlearn.structure.units import COLUMNS, unit_numbers
+
+        if not (_image_layer(tr, layer) and _wants(self.loggers, "wants_tables")):
+            return
+        W = objective.layer.filters().detach().cpu().float()
+        cols = unit_numbers(W, tr.data.tile_map, gabor_steps=self.gabor_steps)
+        tile = tuple(tr.cfg.data.tile) if tr.data.tile_map is not None else None
+        rows = []
+        for i in range(W.shape[0]):
+            cells = [upscale(filters_to_rgb(W[i:i + 1].numpy(), tile=tile), 64)]
+            cells += [_cell(cols[c][i]) for c in COLUMNS]
+            rows.append(cells)
+        tr.emit("on_table", step, f"units/layer{layer}", ("filter",) + COLUMNS, rows)
+
+
+def _cell(v: Any) -> Any:
+    """A JSON-ready table cell: ints stay ints, NaN becomes None."""
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    v = float(v)
+    return None if v != v else v
 
 
 class ProgressBar(Callback):
@@ -195,12 +318,16 @@ class OnStep(Callback):
         self.fn(step)
 
 
-def standard_callbacks(run_dir: str | Path | None, loggers: Sequence[Logger] = (), progress: bool = False) -> list[Callback]:
-    """What ``structlearn discover`` attaches: loggers, run-folder files, filter montages, progress."""
-    cbs: list[Callback] = [LogTo(loggers if isinstance(loggers, list) else list(loggers))]
+def standard_callbacks(run_dir: str | Path | None, loggers: Sequence[Logger] = (), progress: bool = False,
+                       images_every: int = 100) -> list[Callback]:
+    """What ``structlearn discover`` attaches: loggers, run-folder files, filter montages (PNGs,
+    and every ``images_every`` steps for loggers that take images), per-unit tables, progress.
+    ``loggers`` is shared (a W&B logger appended later receives everything from then on)."""
+    shared = loggers if isinstance(loggers, list) else list(loggers)
+    cbs: list[Callback] = [LogTo(shared)]
     if run_dir is not None:
         cbs.append(RunFiles(run_dir))
-    cbs.append(FilterImages(run_dir))
+    cbs += [FilterImages(run_dir), FilterTimeline(images_every, shared), UnitTables(shared)]
     if progress:
         cbs.append(ProgressBar())
     return cbs

@@ -169,6 +169,35 @@ class LayerConfig:
                                  f"allowed: [0, layers.{i}.steps={self.steps}]")
 
 
+WANDB_MODES = ("offline", "online", "online-or-offline", "disabled")
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """The W&B run: how it logs (``mode``) and who it is (project, entity, group, job type, tags).
+    None of it is part of the experiment: a resumed run may change any field. A bare string
+    (``wandb: offline``, ``--set wandb=disabled``) sets ``mode``."""
+
+    mode: str = "offline"  # offline (into the run folder) | online | online-or-offline (online, else offline, said) | disabled
+    project: str = "structlearn"
+    entity: str | None = None  # None: the user's W&B default (their settings file or WANDB_ENTITY)
+    group: str | None = None  # None: the run's name (a stack's layers share one run; a search names its study)
+    job_type: str | None = None  # None: the command (discover, search-trial, report, export)
+    tags: tuple[str, ...] = ()
+    log_images_every: int = 0  # steps between filter montages (every layer, every pruning round); 0: eval_every
+
+    def validate(self) -> None:
+        check_choice("wandb.mode", self.mode, WANDB_MODES)
+        check_range("wandb.log_images_every", self.log_images_every, 0, None)
+        for k in ("project", "entity", "group", "job_type"):
+            v = getattr(self, k)
+            if v is not None and (not v.strip() or len(v) > 128):
+                raise ValueError(f"wandb.{k}={v!r}; allowed: a non-empty name of at most 128 characters, or null")
+        for t in self.tags:
+            if not t.strip() or len(t) > 64:
+                raise ValueError(f"wandb.tags has {t!r}; allowed: non-empty tags of at most 64 characters")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "mosaic_sparse"  # run name (folder runs/<time>-<name>)
@@ -180,8 +209,7 @@ class RunConfig:
     layers: tuple[LayerConfig, ...] = (LayerConfig(),)
     eval_every: int = 100  # steps between held-out evaluations
     checkpoint_every: int = 100  # steps between checkpoints
-    wandb: str = "offline"  # "offline" (into the run folder) | "online" | "disabled"
-    wandb_project: str = "structlearn"
+    wandb: WandbConfig = field(default_factory=WandbConfig)  # W&B mode and identity (not part of the experiment)
 
     def validate(self) -> None:
         self.data.validate()
@@ -189,7 +217,7 @@ class RunConfig:
             raise ValueError("layers is empty; allowed: a list of at least one layer")
         for i, layer in enumerate(self.layers):
             layer.validate(i)
-        check_choice("wandb", self.wandb, ("offline", "online", "disabled"))
+        self.wandb.validate()
         check_choice("dtype", self.dtype, ("float32", "float64"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device={self.device!r}; allowed: auto, cpu, cuda, cuda:N")
@@ -243,6 +271,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 
 def from_dict(cls: type, d: dict, path: str = "") -> Any:
     """Build dataclass ``cls`` from a dict; unknown keys raise a ValueError listing allowed ones."""
+    if cls is RunConfig:
+        d = legacy_wandb(d)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(d) - set(names))
@@ -270,6 +300,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             raise ValueError(f"--set {item!r}: expected key=value, e.g. data.gaussian_clone=true")
         key, raw = item.split("=", 1)
         value = load_yaml(raw, f"--set {key.strip()}")
+        key = LEGACY_KEYS.get(key.strip(), key) if not isinstance(value, dict) else key
         parts = key.strip().split(".")
         node: Any = d
         for j, p in enumerate(parts[:-1]):
@@ -344,13 +375,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+LEGACY_KEYS = {"wandb": "wandb.mode", "wandb_project": "wandb.project"}  # --set forms of earlier versions
+
+
+def legacy_wandb(user: dict) -> dict:
+    """A run config mapping of an earlier version (``wandb: offline``, ``wandb_project: p``) in the
+    current shape (``wandb: {mode: offline, project: p}``); anything else unchanged."""
+    if not ("wandb_project" in user or isinstance(user.get("wandb"), str)):
+        return user
+    out = {k: v for k, v in user.items() if k != "wandb_project"}
+    wb = {"mode": user["wandb"]} if isinstance(user.get("wandb"), str) else dict(user.get("wandb") or {})
+    if "wandb_project" in user:
+        wb["project"] = user["wandb_project"]
+    out["wandb"] = wb
+    return out
+
+
 FREE_FORM = ("params", "finetune_params")  # dict fields whose keys the objective validates
 
 
 def merge_config(base: dict, user: dict, path: str = "") -> dict:
     """Merge a user's YAML mapping into a full config dict, refusing unknown keys."""
     out = dict(base)
-    for k, v in user.items():
+    for k, v in (legacy_wandb(user) if isinstance(base.get("wandb"), dict) else user).items():
         if k not in base:
             raise ValueError(f"unknown config key {path + k!r}; allowed: {', '.join(base)}")
         if k == "layers" and isinstance(v, list):

@@ -51,7 +51,7 @@ from structlearn.objectives.base import Objective
 from structlearn.runtime import derive_seed, resolve_device, resolve_dtype
 
 CHECKPOINT_VERSION = 1
-RESUME_FREE = ("wandb", "wandb_project")  # config fields a resumed run may change (not part of the experiment)
+RESUME_FREE = ("wandb",)  # config fields a resumed run may change (not part of the experiment)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -217,6 +217,7 @@ class Trainer:
     def _train_layer(self, li: int, lcfg: LayerConfig, obj: Objective, x_train: Tensor, x_test: Tensor,
                      st: RunState, ck: dict | None) -> None:
         g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "batches", li))
+        self.live = obj  # the layer in training, for callbacks (filter montages over time)
         if ck is not None:
             obj.load_state_dict({k: v.to(self.device) for k, v in ck["objective"].items()})
             obj.load_optimizer_state(ck["optimizer"] or {})

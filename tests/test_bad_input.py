@@ -24,7 +24,7 @@ SMALL = ["data.n_train=600", "data.n_test=50", "layers.0.n_units=8", "layers.0.s
     ("data.grid=[1, 1]", "one tile"),
     ("data.tile=[600, 8]", "larger than every image"),
     ("data.whitening=pca", "allowed: zca, one_over_f, none"),
-    ("wandb=maybe", "allowed: offline, online, disabled"),
+    ("wandb=maybe", "allowed: offline, online, online-or-offline, disabled"),
     ("device=tpu", "allowed: auto, cpu, cuda"),
     ("layers.0.prune.finetune_params={lam: -2}", "lam=-2"),
     ("layers.0.n_units=0", "n_units"),
@@ -65,3 +65,15 @@ def test_cli_reports_errors_without_traceback(capsys, tmp_path):
     err = capsys.readouterr().err
     assert rc == 2 and "lam=-1 out of range" in err
     assert list(tmp_path.iterdir()) == []  # nothing half-written: no run folder at all
+
+
+def test_wandb_section_and_the_forms_of_earlier_versions():
+    """``wandb`` is a section (mode and identity); the string form and ``wandb_project`` of
+    earlier config files (and run folders) still load, with the same meaning."""
+    from structlearn.config import RunConfig, from_dict, load_config, merge_config, to_dict
+
+    cfg = load_config(None, ["wandb=disabled", "wandb.group=g", "wandb.tags=[a, b]", "wandb_project=p"])
+    assert (cfg.wandb.mode, cfg.wandb.group, cfg.wandb.tags, cfg.wandb.project) == ("disabled", "g", ("a", "b"), "p")
+    old = merge_config(to_dict(RunConfig()), {"wandb": "online", "wandb_project": "q"})
+    assert from_dict(RunConfig, old).wandb == from_dict(RunConfig, {"wandb": {"mode": "online", "project": "q"}}).wandb
+    assert from_dict(RunConfig, {"wandb": "offline", "wandb_project": "z"}).wandb.project == "z"

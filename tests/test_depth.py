@@ -235,8 +235,22 @@ def test_search_writes_json_table_and_plots(uninterrupted):
         img = imread(run / png)
         assert img.ndim == 3 and img.shape[0] > 200 and img[..., :3].std() > 10, png
     assert (run / "study.db").is_file()
-    (wb,) = (run / "wandb").glob("offline-run-*")  # the W&B callback: one offline run, inside the folder
-    assert list(wb.glob("*.wandb")) and (run / "wandb_id_worker0.txt").is_file()
+    # one offline W&B run per trial, inside the folder, grouped by the study, with every sampled parameter
+    from structlearn.testing.wandb_records import config, history, records, run_record, summary
+
+    files = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 5
+    by_trial = {}
+    for f in files:
+        recs = records(f)
+        rr, c = run_record(recs), config(recs)
+        assert rr.run_group == run.name and rr.job_type == "search-trial" and run.name in list(rr.tags)
+        by_trial[c["trial_number"]] = (c, summary(recs), history(recs))
+    for t in s["trials"]:
+        c, sm, hist = by_trial[t["number"]]
+        assert {k: c[k] for k in t["params"]} == t["params"] and c["trial_state"] == t["state"].lower()
+        assert sm["useful_entropy"] == pytest.approx(t["useful_entropy"])
+        assert [h["trial/entropy"] for h in hist] == pytest.approx(t["entropies"])
 
 
 def test_same_seed_same_trials_and_rerun_adds_nothing(uninterrupted, tmp_path):

@@ -32,8 +32,11 @@ LAYER_OF = {unit: layer for layer, units in LAYERS.items() for unit in units}
 LATE_OK = {"wandb", "optuna", "matplotlib", "sklearn", "tqdm", "threadpoolctl", "psycopg2", "sqlalchemy", "skimage",
            "scipy", "PIL", "yaml", "torch", "numpy"}  # numpy: the CIFAR unpickler probes numpy._core and numpy.core
 # (file, function) pairs allowed to change process state: entry points only
-STATE_OK = {("commands/__init__.py", "set_threads"), ("commands/__init__.py", "use_wandb_dirs"),
-            ("commands/bench.py", "_limit_threads"), ("depth/study.py", "_worker_entry"), ("cli.py", "main")}
+STATE_OK = {("commands/__init__.py", "set_threads"),
+            ("commands/bench.py", "_limit_threads"), ("depth/study.py", "_worker_entry"), ("cli.py", "main"),
+            # W&B reads its core-log, staging and cache folders from the environment alone: set for the
+            # duration of one W&B call, only where the user has not set them, and restored at once
+            ("loggers.py", "wandb_folders")}
 STATE_CALLS = ("set_num_threads", "set_num_interop_threads", "umask", "putenv")
 
 

@@ -374,3 +374,44 @@ def test_no_weight_sharing_and_bad_input_raise():
         equivalence_error(clean, out, torch.zeros(4, 23, 24))
     with pytest.raises(ValueError, match="units"):
         equivalence_error(clean[:-1], out, torch.zeros(4, 24, 24))
+
+
+def test_energy_radius_closed_forms():
+    """A single weight: radius 0. Two equal weights 4 pixels apart: the centre of mass is midway,
+    each holds half the energy, so 90% needs both: radius 2. A 3x3 block of equal weights with
+    q = 5/9 + eps needs the centre and its 4 neighbours (distance 1) and one corner: sqrt(2)."""
+    from structlearn.structure.receptive_fields import energy_radius
+
+    f = torch.zeros(3, 9, 9, dtype=torch.float64)
+    f[0, 4, 4] = -3.0
+    f[1, 4, 2] = f[1, 4, 6] = 1.0
+    f[2, 3:6, 3:6] = 0.5
+    r = energy_radius(f)
+    assert r[0] == 0 and r[1] == pytest.approx(2.0) and r[2] == pytest.approx(2 ** 0.5)
+    assert energy_radius(f[2:], q=5 / 9)[0] == pytest.approx(1.0)
+    assert torch.equal(energy_radius(7.0 * f), r)  # scale-free
+    assert energy_radius(torch.zeros(1, 4, 4))[0] == 0  # empty unit
+    with pytest.raises(ValueError, match=r"q=0 out of range; allowed: \(0, 1\]"):
+        energy_radius(f, q=0)
+
+
+def test_fixed_colour_scale_is_per_layer_and_gain_free():
+    """With one fixed scale, a unit's image depends on its shape, not its gain, and a filter that
+    concentrates its energy is drawn darker (larger |w| / ||w||) than a spread one."""
+    import numpy as np
+
+    from structlearn.viz.montage import filters_to_rgb, fixed_scale, unit_scaled
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(6, 8, 8, generator=g, dtype=torch.float64).numpy()
+    s = fixed_scale(W)
+    a = filters_to_rgb(W, scale=s)
+    b = filters_to_rgb(W * np.array([1, 3, 0.1, 10, 2, 5])[:, None, None], scale=s)
+    assert np.array_equal(a, b)
+    local = np.zeros((1, 8, 8))
+    local[0, 2, 2] = 1.0
+    spread = np.ones((1, 8, 8))
+    assert np.abs(unit_scaled(local, s)).max() == 1.0 and np.abs(unit_scaled(spread, s)).max() < 0.5
+    assert np.array_equal(filters_to_rgb(local), filters_to_rgb(local, scale=None))
+    with pytest.raises(ValueError, match="scale=-1 out of range"):
+        unit_scaled(W, -1)

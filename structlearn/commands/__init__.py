@@ -1,14 +1,12 @@
 """CLI commands: one module each (see :mod:`structlearn.cli`). Entry points are the only code
-that changes process state (torch threads, W&B's folders in the environment, signals)."""
+that changes process state (torch threads, signals)."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 
@@ -51,14 +49,3 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
-
-
-def use_wandb_dirs(run_dir: str | Path) -> None:
-    """Point W&B's staging, cache and config folders into the run folder and keep W&B quiet on
-    the console, unless the user set these themselves."""
-    from structlearn.loggers import wandb_dirs
-
-    for var, path in wandb_dirs(run_dir).items():
-        Path(path).mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault(var, path)
-    os.environ.setdefault("WANDB_SILENT", "true")

@@ -14,12 +14,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_config_arguments(p, DEFAULT_CONFIG, "run config", "data.gaussian_clone=true")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume an interrupted run from its checkpoint")
-    p.add_argument("--wandb", choices=["offline", "online", "disabled"], help="W&B mode (default: the config's, offline)")
+    p.add_argument("--wandb", choices=["offline", "online", "online-or-offline", "disabled"],
+                   help="W&B mode (default: the config's wandb.mode, offline); identity: --set wandb.group=..., "
+                        "wandb.job_type, wandb.tags=[a,b], wandb.entity, wandb.project")
+    p.add_argument("--no-html", action="store_true", help="do not write report.html at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from structlearn.commands import deferred_signals, set_threads, use_wandb_dirs
+    from structlearn.commands import deferred_signals, set_threads
     from structlearn.config import load_config
     from structlearn.configs import config_path
     from structlearn.runs.discover import start_discover
@@ -35,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
         with job:
             run_dir, cfg = job.run.path, job.trainer.cfg
             set_threads(cfg.threads)
-            if cfg.wandb != "disabled":
-                use_wandb_dirs(run_dir)
-                job.open_wandb()  # a W&B failure is one line, before anything else is said
+            job.open_wandb()  # a W&B failure is one line, before anything else is said; a sweep's overrides apply
+            cfg = job.trainer.cfg
             print(f"run folder: {run_dir}", file=sys.stderr)
             try:
                 summary = job.train()
@@ -50,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"interrupted after training; the read-out is skipped: structlearn report {run_dir}",
                       file=sys.stderr)
                 return 130
-            structure = job.read_out()
+            structure = job.read_out(html=not args.no_html)
     show = {k: summary[k] for k in ("objective", "n_units", "input_shape", "density", "tile_purity_mean",
                                     "single_tile_fraction", "recon_rel_error", "code_kurtosis", "seconds") if k in summary}
     print(json.dumps(show, indent=2))
     print(f"wrote {run_dir}/summary.json", file=sys.stderr)
     print(format_structure_table(structure))  # read-out failures are recorded, not raised
-    print(f"wrote {run_dir}/structure.json", file=sys.stderr)
+    print(f"wrote {run_dir}/structure.json" + ("" if args.no_html else f" and {run_dir}/report.html"), file=sys.stderr)
     return 0

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="json", help="exporter name (json; plugins add more, e.g. optuna_space)")
     p.add_argument("--out", help="output path (default: RUN_DIR/architecture.json or RUN_DIR/<format>.json)")
     add_readout_arguments(p)
+    p.add_argument("--wandb", choices=["offline", "online", "online-or-offline", "disabled"],
+                   help="log the exported files as an artifact of the run's own W&B run, reopened by its id "
+                        "(default: the run's wandb.mode if it has a W&B run, else disabled)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,4 +45,23 @@ def run(args: argparse.Namespace) -> int:
         desc = {k: v for k, v in st.items() if k not in ("type", "evidence")}
         print(f"{st['type']:<10} {desc}  {st.get('evidence', {})}")
     print(f"wrote {out}", file=sys.stderr)
+    files = [out] + ([out.with_name(out.stem + "_kernels.pt")] if kernels else [])
+    log_export(run, files, args.format, args.wandb)
     return 0
+
+
+def log_export(run, files: list[Path], fmt: str, mode: str | None) -> None:
+    """The exported files as an ``architecture`` artifact of the run's own W&B run (so the
+    export is linked to the run it came from)."""
+    from structlearn.loggers import artifact_name
+    from structlearn.runs.wandb_run import open_wandb
+
+    mode = mode or (run.cfg.wandb.mode if run.file("wandb_id.txt").is_file() else "disabled")
+    if mode == "disabled":
+        return
+    wb = open_wandb(run, run.cfg, "export", mode)
+    try:
+        wb.log_artifact(f"architecture-{artifact_name(run.name)}", "architecture", files, {"format": fmt})
+    finally:
+        wb.finish()
+    print(f"logged {len(files)} file(s) as an artifact of W&B run {wb.id} ({wb.mode})", file=sys.stderr)

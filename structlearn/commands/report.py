@@ -10,8 +10,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-HELP = "print the structure a run discovered (structure.json; recomputed if missing) as a table"
+HELP = "print the structure a run discovered (structure.json; recomputed if missing) as a table; --html: report.html"
+
+
+def log_to_wandb(run, structure: dict, mode: str | None) -> None:
+    """A read-out computed now goes into the run's own W&B run (reopened by ``wandb_id.txt``),
+    when the run has one, or ``mode`` asks for one; nothing when ``mode`` is disabled."""
+    from structlearn.runs.wandb_run import log_artifacts, log_readout, open_wandb
+
+    mode = mode or (run.cfg.wandb.mode if run.file("wandb_id.txt").is_file() else "disabled")
+    if mode == "disabled":
+        return
+    wb = open_wandb(run, run.cfg, "report", mode)
+    try:
+        log_readout(wb, run, structure)
+        log_artifacts(wb, run)
+    finally:
+        wb.finish()
+    print(f"logged the read-out into W&B run {wb.id} ({wb.mode})", file=sys.stderr)
 
 
 def add_readout_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,22 +46,38 @@ def readout_options(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `structlearn discover`")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `structlearn discover` (or, with --html, "
+                                                       "a search folder)")
     add_readout_arguments(p)
     p.add_argument("--json", action="store_true", help="print structure.json itself instead of the table")
+    p.add_argument("--html", action="store_true", help="also write RUN_DIR/report.html: one self-contained page")
+    p.add_argument("--wandb", choices=["offline", "online", "online-or-offline", "disabled"],
+                   help="when the read-out is (re)computed, log it into the run's own W&B run, reopened by its id "
+                        "(default: the run's wandb.mode if it has a W&B run, else disabled)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from structlearn.io import read_json
     from structlearn.prune.sweep import format_sweep_table
     from structlearn.runs import Run
+    from structlearn.runs.html import write_report
     from structlearn.runs.readout import ensure_structure
     from structlearn.structure.readout import format_structure_table
 
     conv_kwargs = readout_options(args)
+    if args.html and (Path(args.run_dir) / "search.yaml").is_file():
+        print(f"wrote {write_report(args.run_dir)}")
+        return 0
     run = Run(args.run_dir)
     with run.lock():  # it may (re)write structure.json
+        before = run.structure()
         structure = ensure_structure(run, conv_kwargs, recompute=args.recompute)
+        if args.html:
+            print(f"wrote {write_report(run)}", file=sys.stderr)
+        if args.recompute or before is None or before.get("conv_kwargs", {}) != conv_kwargs:  # computed now
+            log_to_wandb(run, structure, args.wandb)
     if args.json:
         print(json.dumps(structure, indent=2))
         return 0

@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-trials", type=int, help="finished trials the study aims for (default: search.n_trials)")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (needs journal or a server)")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume the study of an existing search folder")
-    p.add_argument("--wandb", choices=["offline", "online", "disabled"],
-                   help="one W&B run per worker, one step per trial (default: the config's wandb, offline)")
+    p.add_argument("--wandb", choices=["offline", "online", "online-or-offline", "disabled"],
+                   help="one W&B run per trial, grouped by study (default: the config's wandb.mode)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     cache = validate_search(cfg)  # bad data, objective or range: fails here, before any file is written
     try:
         summary = run_search(cfg, run_dir, storage, study_name, args.n_trials, args.workers,
-                             args.wandb or cfg.run.wandb, cache=cache)
+                             args.wandb or cfg.run.wandb.mode, cache=cache)
     except KeyboardInterrupt:
         print(f"interrupted; finished trials are kept and the running one is enqueued again. Resume with the same "
               f"command or: structlearn search --resume {run_dir}", file=sys.stderr)

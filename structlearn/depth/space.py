@@ -105,9 +105,11 @@ class SearchConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def fingerprint(self) -> str:
-        """8 hex digits over everything except ``search.n_trials`` (a study can be extended)."""
+        """8 hex digits over everything except ``search.n_trials`` (a study can be extended) and
+        the ``wandb`` section (how it is logged is not part of the experiment)."""
         d = self.to_dict()
         d["search"].pop("n_trials")
+        d.pop("wandb")
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:8]
 
 

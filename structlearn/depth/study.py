@@ -52,7 +52,6 @@ from structlearn.depth.storage import (
     study_lock,
 )
 from structlearn.io import atomic_write_json, atomic_write_text, read_json
-from structlearn.loggers import WandbLogger
 from structlearn.runtime import derive_seed
 from structlearn.train import Trainer
 
@@ -185,7 +184,7 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
     study = open_study(cfg, run_dir, storage_spec, study_name)
     me = WorkerIdentity()
     cache = cache or DataCache()
-    wb = _wandb_logger(run_dir, cfg, wandb_mode, study_name, index)
+    wb = TrialRuns(run_dir, cfg, wandb_mode, study_name, log) if wandb_mode != "disabled" else None
     old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
     done = 0
     try:
@@ -224,12 +223,10 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
                 f"useful depth {ua.get('useful_depth')}, U = {ua.get('useful_entropy', float('nan')):.2f} nats, "
                 f"gains {[round(g, 4) for g in ua.get('scored_gains', [])]} ({ua.get('seconds', 0):.1f} s)")
             if wb is not None:
-                wb.log_metrics(frozen.number, _trial_metrics(frozen))
+                wb(study, frozen)
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
-        if wb is not None:
-            wb.finish()
     return done
 
 
@@ -250,28 +247,49 @@ def _worker_entry(run_dir: str, storage_spec: str | None, study_name: str, n_tri
         sys.exit(130)
 
 
-def _trial_metrics(t) -> dict[str, float]:
-    ua = t.user_attrs
-    out = {"trial/depth": float(t.params.get("depth", math.nan)), "trial/pruned": float(t.state.name == "PRUNED"),
-           "trial/useful_depth": float(ua.get("useful_depth", math.nan)),
-           "trial/useful_entropy": float(ua.get("useful_entropy", math.nan))}
-    out.update({f"trial/gain_{i + 1}": float(g) for i, g in enumerate(ua.get("scored_gains", []))})
-    return out
+class TrialRuns:
+    """One W&B run per finished trial (what optuna-integration's ``WeightsAndBiasesCallback``
+    does with ``as_multirun``; that callback is deprecated since optuna-integration 4.9):
+    the run's config holds every sampled parameter, the trial's state and the search config; its
+    history has one row per layer (entropy, gain, scored gain, width); its summary holds the
+    objective (``useful_entropy``) and the useful depth. Runs are grouped by ``wandb.group``
+    (default: the study's name) with job type ``search-trial`` and the study's name as a tag,
+    under ``run_dir/wandb`` (offline by default). If W&B fails (say, online with no network),
+    one line says so and the search goes on without it: every trial is in the study's storage."""
 
+    def __init__(self, run_dir: Path, cfg: SearchConfig, mode: str, study_name: str, log: Callable[[str], None]) -> None:
+        w = cfg.run.wandb
+        self.run_dir, self.mode, self.log, self.study_name = run_dir, mode, log, study_name
+        self.identity = {"project": w.project, "entity": w.entity, "group": w.group or study_name,
+                         "job_type": w.job_type or "search-trial", "tags": [*w.tags, study_name]}
+        self.search = cfg.to_dict()
+        self.failed = False
 
-def _wandb_logger(run_dir: Path, cfg: SearchConfig, mode: str, study_name: str, index: int):
-    """A W&B run per worker (offline by default: under ``run_dir/wandb``), one step per trial."""
-    if mode == "disabled":
-        return None
-    id_file = run_dir / f"wandb_id_worker{index}.txt"
-    if id_file.exists():
-        run_id = id_file.read_text().strip()
-    else:
-        import secrets
+    def __call__(self, study: Any, trial: Any) -> None:
+        from structlearn.loggers import WandbLogger, artifact_name, one_line
 
-        run_id = secrets.token_hex(6)
-        atomic_write_text(id_file, run_id)
-    return WandbLogger(run_dir, mode, cfg.run.wandb_project, f"{study_name}-worker{index}", cfg.to_dict(), run_id)
+        if self.failed:
+            return
+        ua = trial.user_attrs
+        config = {**trial.params, "trial_number": trial.number, "trial_state": trial.state.name.lower(), "search": self.search}
+        try:
+            wb = WandbLogger(self.run_dir, self.mode, f"trial-{trial.number}", config,
+                             f"{artifact_name(self.study_name)[:40]}-t{trial.number}", self.identity)
+            try:
+                h, g, sg, dims = ua.get("entropies", []), ua.get("gains", []), ua.get("scored_gains", []), ua.get("dims", [])
+                for layer in range(len(h)):
+                    row = {"trial/entropy": h[layer], "trial/width": dims[layer] if layer < len(dims) else None}
+                    if layer >= 1 and layer - 1 < len(g):
+                        row.update({"trial/gain": g[layer - 1], "trial/scored_gain": sg[layer - 1]})
+                    wb.log_metrics(layer, {k: v for k, v in row.items() if v is not None})
+                wb.log_summary({"useful_entropy": ua.get("useful_entropy"), "useful_depth": ua.get("useful_depth"),
+                                "value": trial.value, "state": trial.state.name.lower()})
+            finally:
+                wb.finish()
+        except Exception as e:
+            self.failed = True
+            self.log(f"W&B ({self.mode}) could not log trial {trial.number}: {one_line(e)}; the search goes on without W&B "
+                     f"(every trial is in the study's storage)")
 
 
 # ----------------------------------------------------------------------------- the search
@@ -438,3 +456,6 @@ def write_outputs(run_dir: Path, summary: dict[str, Any]) -> None:
         atomic_write_text(run_dir / "gain.md", text)
     plot_gain_vs_depth(summary, run_dir / "gain_vs_depth.png")
     plot_trials(summary, run_dir / "trials.png")
+    from structlearn.runs.html import write_report
+
+    write_report(run_dir)

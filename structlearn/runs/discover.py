@@ -8,18 +8,19 @@ read-out (``structure.json``).
 from __future__ import annotations
 
 import shutil
-import uuid
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from structlearn.callbacks import Callback, OnStep, standard_callbacks
-from structlearn.config import RunConfig, to_dict
-from structlearn.io import atomic_write_text
-from structlearn.loggers import JsonlLogger, Logger, WandbLogger
+from structlearn.callbacks import Callback, FilterTimeline, OnStep, standard_callbacks
+from structlearn.config import RunConfig, apply_overrides, dump_config, from_dict, to_dict
+from structlearn.io import atomic_torch_save, atomic_write_text
+from structlearn.loggers import JsonlLogger, Logger, WandbLogger, one_line
 from structlearn.runs.readout import ensure_structure
 from structlearn.runs.run import Run, RunLock
-from structlearn.train import Trainer
+from structlearn.runs.wandb_run import log_artifacts, log_readout, open_wandb, sweep_overrides
+from structlearn.train import Trainer, experiment_config
 
 
 @dataclass
@@ -51,26 +52,95 @@ class Discovery:
         return self.trainer.run()
 
     def open_wandb(self) -> None:
-        """Start the W&B run when the config asks for one (once). If it cannot start (no key,
-        no network within W&B's 15 s init timeout), a folder made for this run is removed and
-        the error is one ``ValueError``."""
+        """Start the W&B run when the config asks for one (once), then apply what a W&B sweep put
+        in ``wandb.config`` (:meth:`apply_sweep`). If W&B cannot start (no key, no network within
+        its 15 s init timeout), a folder made for this run is removed and the error is one
+        ``ValueError`` (``online-or-offline`` falls back to offline instead, and says so)."""
         cfg = self.trainer.cfg
-        if cfg.wandb != "disabled" and not any(isinstance(lg, WandbLogger) for lg in self.loggers):
-            id_file = self.run.file("wandb_id.txt")
-            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
-            try:
-                self.loggers.append(WandbLogger(self.run.path, cfg.wandb, cfg.wandb_project, self.run.name, to_dict(cfg),
-                                                run_id))
-            except Exception as e:  # no key, no network, a W&B error: nothing half-written
-                if self.fresh:
-                    shutil.rmtree(self.run.path, ignore_errors=True)
-                raise ValueError(f"W&B ({cfg.wandb}) could not start: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                                 f"; allowed: --wandb offline (synced later with `wandb sync`) or --wandb disabled"
-                                 + ("" if self.fresh else f"; the run folder {self.run.path} is unchanged")) from None
-            atomic_write_text(id_file, run_id)
+        if cfg.wandb.mode == "disabled" or self.wandb is not None:
+            return
+        try:
+            logger = open_wandb(self.run, cfg, "discover")
+        except Exception as e:  # no key, no network, a W&B error: nothing half-written
+            if self.fresh:
+                shutil.rmtree(self.run.path, ignore_errors=True)
+            raise ValueError(f"W&B ({cfg.wandb.mode}) could not start: {one_line(e)}"
+                             f"; allowed: --wandb offline (synced later with `wandb sync`), --wandb online-or-offline, "
+                             f"or --wandb disabled" + ("" if self.fresh else f"; the run folder {self.run.path} is unchanged")) from None
+        self.loggers.append(logger)
+        overrides = sweep_overrides(dict(logger.run.config), cfg)
+        if overrides:
+            self.apply_sweep(overrides)
 
-    def read_out(self, conv_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-        return ensure_structure(self.run, conv_kwargs, recompute=True)
+    @property
+    def wandb(self) -> WandbLogger | None:
+        return next((lg for lg in self.loggers if isinstance(lg, WandbLogger)), None)
+
+    def apply_sweep(self, overrides: list[str]) -> None:
+        """Rebuild the run with ``KEY=VALUE`` overrides (a W&B sweep's parameters): the config is
+        checked and its data prepared again, ``config.yaml`` rewritten and the W&B config updated.
+        A resumed run refuses overrides that change its experiment."""
+        old = self.trainer.cfg
+        try:
+            cfg = from_dict(RunConfig, apply_overrides(to_dict(old), overrides))
+            cfg.validate()
+            if not self.fresh and experiment_config(cfg) != experiment_config(old):
+                raise ValueError(f"the W&B sweep sets {', '.join(overrides)} but {self.run.path} is a resumed run; "
+                                 "allowed: a sweep starts fresh runs (no --resume)")
+            same_data = cfg.data == old.data and cfg.seed == old.seed
+            trainer = Trainer(cfg, self.trainer.checkpoint, self.trainer.callbacks, data=self.trainer.data if same_data else None,
+                              stop=self.trainer.stop)
+            data = trainer.prepare()
+        except ValueError as e:
+            if self.fresh:
+                for lg in self.loggers:
+                    lg.finish()
+                self.loggers.clear()
+                shutil.rmtree(self.run.path, ignore_errors=True)
+            raise ValueError(f"W&B sweep parameters: {e}") from None
+        atomic_write_text(self.run.file("config.yaml"), dump_config(cfg))
+        self.run.__dict__.update(cfg=cfg, data=data)
+        self.trainer = trainer
+        for cb in trainer.callbacks:
+            if isinstance(cb, FilterTimeline):
+                cb.every = cfg.wandb.log_images_every or cfg.eval_every
+        wb = self.wandb
+        assert wb is not None
+        wb.run.config.update(to_dict(cfg), allow_val_change=True)
+        print(f"W&B sweep: {' '.join(overrides)}", file=sys.stderr, flush=True)
+
+    def read_out(self, conv_kwargs: dict[str, Any] | None = None, html: bool = True) -> dict[str, Any]:
+        """The read-out (``structure.json``), ``report.html`` (unless ``html`` is false) and, when
+        W&B is on, both logged into the run with the ``model`` and ``run`` artifacts."""
+        structure = ensure_structure(self.run, conv_kwargs, recompute=True)
+        if html:
+            from structlearn.runs.html import write_report
+
+            write_report(self.run)
+        wb = self.wandb
+        if wb is not None:
+            log_readout(wb, self.run, structure)
+            log_artifacts(wb, self.run, model_files(self.run, conv_kwargs))
+        return structure
+
+
+def model_files(run: Run, conv_kwargs: dict[str, Any] | None = None) -> list[Path]:
+    """``architecture.json`` (+ ``architecture_kernels.pt``) of an image run, written for the
+    ``model`` artifact; none for a run whose samples are vectors."""
+    from structlearn.export import EXPORTERS
+    from structlearn.runs.export import spec_from_run
+
+    try:
+        spec, kernels = spec_from_run(run, conv_kwargs)
+    except ValueError:
+        return []
+    out = run.file("architecture.json")
+    EXPORTERS.create("json")(spec, out)
+    files = [out]
+    if kernels:
+        atomic_torch_save(run.file("architecture_kernels.pt"), {"kernels": kernels})
+        files.append(run.file("architecture_kernels.pt"))
+    return files
 
 
 def start_discover(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str | Path | None = None,
@@ -89,12 +159,12 @@ def start_discover(cfg: RunConfig | None = None, *, out: str | Path = "runs", re
         if resume is not None:
             cfg = Run(resume).cfg
             if wandb is not None:
-                cfg = replace(cfg, wandb=wandb)
+                cfg = replace(cfg, wandb=replace(cfg.wandb, mode=wandb))
             Trainer(cfg, Run(resume).file("checkpoint.pt"))._load()  # a corrupt or foreign checkpoint: now
         elif cfg is None:
             raise ValueError("give a config, or a run folder to resume")
         elif wandb is not None:
-            cfg = replace(cfg, wandb=wandb)
+            cfg = replace(cfg, wandb=replace(cfg.wandb, mode=wandb))
         data = Trainer(cfg).prepare()  # bad data or hyperparameters fail here, before any file is written
         run = Run.create(out, cfg, data=data) if resume is None else Run(resume, data=data)
         lock = lock or run.lock().__enter__()
@@ -103,7 +173,7 @@ def start_discover(cfg: RunConfig | None = None, *, out: str | Path = "runs", re
             lock.__exit__()
         raise
     loggers: list[Logger] = [JsonlLogger(run.file("metrics.jsonl"))]
-    cbs = standard_callbacks(run.path, loggers, progress) + list(callbacks)
+    cbs = standard_callbacks(run.path, loggers, progress, cfg.wandb.log_images_every or cfg.eval_every) + list(callbacks)
     if on_step is not None:
         cbs.append(OnStep(on_step))
     return Discovery(run, Trainer(cfg, run.file("checkpoint.pt"), cbs, data=data, stop=stop), loggers, lock, resume is None)

@@ -31,7 +31,8 @@ from structlearn.structure.gabor import GaborFit, fit_gabor, gabor_summary
 from structlearn.structure.locality import locality_summary, single_tile, tile_purity
 from structlearn.structure.receptive_fields import check_filters, receptive_field_stats, receptive_field_summary
 
-__all__ = ["LayerStructure", "format_structure_table", "kernel_tile_containment", "placed_kernels", "read_layer"]
+__all__ = ["STRUCTURE_COLUMNS", "LayerStructure", "format_structure_table", "kernel_tile_containment", "placed_kernels",
+           "read_layer", "structure_rows"]
 
 
 @dataclass
@@ -187,10 +188,13 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
-def format_structure_table(structure: dict[str, Any]) -> str:
-    """A markdown table, one row per layer, then one line per failed read-out with its reason."""
-    cols = ["layer", "units", "density", "channels", "kernel", "stride", "pool", "coverage", "equiv. err",
-            "Gabor R2 (median)", "kernels in 1 tile"]
+STRUCTURE_COLUMNS = ("layer", "units", "density", "channels", "kernel", "stride", "pool", "coverage", "equiv. err",
+            "Gabor R2 (median)", "kernels in 1 tile")
+
+
+def structure_rows(structure: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """``(rows, notes)``: one row of :data:`STRUCTURE_COLUMNS` per layer (formatted strings) and
+    one note per failed read-out with its reason."""
     rows, notes = [], []
     for e in structure.get("layers", []):
         conv = e.get("conv") or {}
@@ -217,6 +221,13 @@ def format_structure_table(structure: dict[str, Any]) -> str:
             notes.append(f"layer {e.get('layer')} equivalence error: {eq}")
         if "error" in tc:
             notes.append(f"layer {e.get('layer')} tile containment: {tc['error']}")
+    return rows, notes
+
+
+def format_structure_table(structure: dict[str, Any]) -> str:
+    """A markdown table, one row per layer, then one line per failed read-out with its reason."""
+    cols = STRUCTURE_COLUMNS
+    rows, notes = structure_rows(structure)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines + ([""] + notes if notes else []))

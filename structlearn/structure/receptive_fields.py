@@ -8,6 +8,8 @@ the input image) is read as a distribution of energy ``p(y, x) = w(y, x)^2 / sum
 - window energy      ``max over k x k windows of sum_{window} w^2 / sum w^2``   (in [k^2/(HW), 1])
 - participation ratio ``PR = (sum w^2)^2 / sum w^4``  (1 for one weight, H W for a uniform field;
   Ingrosso and Goldt, PNAS 2022; :func:`structlearn.structure.locality.participation_ratio`)
+- energy radius      ``r_q = min r such that sum_{|(y,x) - c| <= r} p(y, x) >= q`` (q = 0.9: the
+  radius around the centre of mass that holds 90% of the energy; 0 for a single weight)
 - excess kurtosis    ``m4 / m2^2 - 3`` of the ``H W`` weights of the unit, centred on their mean
   (biased moments, as ``scipy.stats.kurtosis(..., fisher=True, bias=True)``).
 
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from structlearn.structure.locality import participation_ratio
 
-__all__ = ["check_filters", "receptive_field_stats", "receptive_field_summary", "window_energy"]
+__all__ = ["check_filters", "energy_radius", "receptive_field_stats", "receptive_field_summary", "window_energy"]
 
 
 def check_filters(filters: Tensor, name: str = "filters") -> None:
@@ -132,6 +134,29 @@ def receptive_field_stats(filters: Tensor, k: int = 5) -> dict[str, Tensor]:
         "participation_ratio": pr,
         "kurtosis": kurt,
     }
+
+
+def energy_radius(filters: Tensor, q: float = 0.9) -> Tensor:
+    """``(n_units,)`` radius (pixels) around each unit's energy centre of mass holding a share
+    ``q`` of its energy (module docstring); 0 for empty units. Batched: one sort of the pixels
+    by distance per unit."""
+    check_filters(filters)
+    if not 0 < q <= 1:
+        raise ValueError(f"q={q!r} out of range; allowed: (0, 1]")
+    n, h, w = filters.shape
+    st = receptive_field_stats(filters, k=1)
+    e = filters.detach().flatten(1).to(torch.float64).square()  # (n, HW)
+    tot = e.sum(1, keepdim=True)
+    p = e / torch.where(tot > 0, tot, torch.ones_like(tot))
+    ys = torch.arange(h, device=filters.device, dtype=torch.float64).repeat_interleave(w)
+    xs = torch.arange(w, device=filters.device, dtype=torch.float64).repeat(h)
+    com = st["com"].to(torch.float64)
+    dist = ((ys[None] - com[:, :1]).square() + (xs[None] - com[:, 1:]).square()).sqrt()  # (n, HW)
+    d_sorted, order = dist.sort(1)
+    cum = p.gather(1, order).cumsum(1)
+    idx = (cum < q - 1e-12).sum(1).clamp_max(h * w - 1)  # first pixel where the share reaches q
+    r = d_sorted.gather(1, idx[:, None])[:, 0]
+    return torch.where(st["empty"], torch.zeros_like(r), r).to(filters.dtype)
 
 
 def receptive_field_summary(stats: dict[str, Tensor]) -> dict[str, float]:

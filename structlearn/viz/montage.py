@@ -2,7 +2,10 @@
 
 Each unit's receptive field is shown on a symmetric colour scale (its own max |w| maps to
 the ends of a diverging map, zero to white), so pruned weights are exactly white. Units can
-be ordered, e.g. grouped by their dominant tile.
+be ordered, e.g. grouped by their dominant tile. With ``scale``, every unit shares one fixed
+scale instead: the unit is divided by its L2 norm and ``|w| / ||w|| = scale`` maps to the ends
+(so a filter that concentrates its energy in few pixels grows darker, and montages of one
+layer at different steps are comparable).
 """
 from __future__ import annotations
 
@@ -23,12 +26,49 @@ def _with_tile_gaps(W: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
     return padded[:, rows][:, :, cols]
 
 
+def unit_scaled(W: np.ndarray, scale: float | None) -> np.ndarray:
+    """``W: (n, ...)`` in [-1, 1]: each unit over its own max |w| (``scale=None``), or over its L2
+    norm times ``scale``, clipped (module docstring). All-zero units stay zero."""
+    W = np.asarray(W, dtype=np.float64)
+    flat = W.reshape(W.shape[0], -1)
+    if scale is None:
+        d = np.abs(flat).max(1)
+        return W / np.where(d > 0, d, 1).reshape(-1, *([1] * (W.ndim - 1)))
+    if not scale > 0:
+        raise ValueError(f"scale={scale!r} out of range; allowed: > 0 (or None: each unit its own)")
+    norm = np.sqrt((flat ** 2).sum(1))
+    return np.clip(W / (np.where(norm > 0, norm, 1) * scale).reshape(-1, *([1] * (W.ndim - 1))), -1, 1)
+
+
+def fixed_scale(W: np.ndarray, q: float = 0.999, factor: float = 2.0) -> float:
+    """A layer's fixed colour scale from one snapshot: ``factor`` times the ``q``-quantile of
+    ``|w| / ||w||`` over all units and weights (at initialisation, dense filters then use about
+    half the range, and a filter that localises saturates only at its peak)."""
+    flat = np.asarray(W, dtype=np.float64).reshape(len(W), -1)
+    norm = np.sqrt((flat ** 2).sum(1, keepdims=True))
+    u = np.abs(flat / np.where(norm > 0, norm, 1))
+    s = float(np.quantile(u, q)) * factor if u.size else 1.0
+    return min(max(s, 1e-6), 1.0)
+
+
+def weights_to_rgb(W: np.ndarray, scale: float | None = None, cmap: str = "RdBu_r") -> np.ndarray:
+    """A ``(n_units, n_inputs)`` weight matrix as one uint8 RGB image (a layer whose inputs are
+    codes, not pixels): rows scaled as :func:`unit_scaled`; zero is white."""
+    import matplotlib
+
+    M = unit_scaled(np.asarray(W, dtype=np.float64), scale)
+    if M.ndim != 2 or M.size == 0:
+        raise ValueError(f"weights must be (n_units, n_inputs) and non-empty; got {M.shape}")
+    return (matplotlib.colormaps[cmap]((M + 1) / 2)[..., :3] * 255).round().astype(np.uint8)
+
+
 def filters_to_rgb(W: np.ndarray, order: np.ndarray | None = None, pad: int = 1, cmap: str = "RdBu_r",
-                   tile: tuple[int, int] | None = None) -> np.ndarray:
+                   tile: tuple[int, int] | None = None, scale: float | None = None) -> np.ndarray:
     """``W: (n, h, w)`` -> uint8 RGB montage ``(H, W, 3)`` on a near-square grid.
 
     ``tile``: mosaic tile size; thin light-grey lines then mark the tile borders inside every
-    unit, so a unit confined to one tile is visibly so."""
+    unit, so a unit confined to one tile is visibly so. ``scale``: one fixed colour scale for
+    all units (module docstring); ``None``: each unit its own."""
     import matplotlib
 
     W = np.asarray(W, dtype=np.float64)
@@ -36,8 +76,7 @@ def filters_to_rgb(W: np.ndarray, order: np.ndarray | None = None, pad: int = 1,
         raise ValueError(f"filters must be (n_units, h, w) with n_units >= 1; got {W.shape}")
     if order is not None:
         W = W[np.asarray(order)]
-    scale = np.abs(W).reshape(W.shape[0], -1).max(1)
-    W = W / np.where(scale > 0, scale, 1)[:, None, None]  # each unit in [-1, 1]
+    W = unit_scaled(W, scale)  # each unit in [-1, 1]
     if tile is not None:
         W = _with_tile_gaps(W, tile)
     n, h, w = W.shape
