@@ -58,8 +58,8 @@ def _check_page(browser, page: Path, shot: Path) -> dict:
         "return Array.from(document.querySelectorAll('[src],[href]')).map(e => e.getAttribute('src') || e.getAttribute('href'))"
         ".filter(u => !u.startsWith('data:'))")
     assert external == []  # self-contained: nothing to fetch
-    rows = browser.execute_script(
-        "const out = {}; for (const t of document.querySelectorAll('table[id]')) out[t.id] = t.tBodies[0].rows.length; return out")
+    rows = browser.execute_script("const out = {}; for (const t of document.querySelectorAll('table[id]')) "
+                                  "out[t.id] = t.tBodies[0].rows.length; return out")
     height = browser.execute_script("return document.body.scrollHeight")
     browser.set_window_size(1280, min(height + 50, 12000))
     png = base64.b64decode(browser.get_screenshot_as_base64())

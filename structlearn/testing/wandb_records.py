@@ -61,7 +61,7 @@ def records(path: str | Path) -> list[Any]:
             continue
         else:
             parts += body
-        rec = pb.Record()
+        rec = pb.Record()  # type: ignore[attr-defined]
         rec.ParseFromString(parts)
         out.append(rec)
         parts = b""
