@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml plugins/structlearn-nas/pyproject.toml
 demo: $(STAMP)  ## the main job: discovery on the bundled images (experiments/mosaic_sparse.yaml)
 	$(BIN)/structlearn discover $(ARGS)
 
-test: $(STAMP)  ## the default test suite (slow scientific runs excluded)
+test: $(STAMP)  ## the default test suite (slow scientific runs excluded); installs headless Chromium for the report test
+	./.ci/install-browser
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)  ## ruff (E, W, F, I) and mypy, settings in pyproject.toml: no warning allowed

@@ -98,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     res: dict[str, list[list[float]]] = {}
     nbh: dict[str, list[list]] = {}
+    from structlearn.runtime import progress
+
     for c in a.conditions:
         res[c], nbh[c] = [], []
-        for s in a.seeds:
+        for s in progress(a.seeds, desc=f"{c} stacks", unit="seed"):
             nb: list | None = [] if a.neighbourhoods else None
             res[c].append(profile(c, s, a.n_train, a.n_test, a.max_iter, a.fit_samples, nb))
             nbh[c].append(nb or [])

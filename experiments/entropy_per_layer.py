@@ -70,10 +70,12 @@ def main(argv=None) -> int:
         plot_profiles(profs, [f"{k}, width {w}" for k, w in keys], out / "entropy_per_layer.png", threshold=args.threshold)
         return 0
     results, profiles, labels, md = [], [], [], []
+    from structlearn.runtime import progress
+
     for kind in args.kinds:
         for width in args.widths:
             per_seed = []
-            for seed in args.seeds:
+            for seed in progress(args.seeds, desc=f"{kind} width {width}", unit="seed"):
                 t0 = time.time()
                 cfg = stack_config(kind, width, args.depth, args.lam, args.steps, seed, args.n_train, args.n_test)
                 data = Trainer(cfg).prepare()

@@ -177,7 +177,9 @@ def main() -> int:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(run, cmds))  # re-raises the first failure
+            from structlearn.runtime import progress
+            # pool.map re-raises the first failure
+            list(progress(pool.map(run, cmds), desc="mosaic table runs", total=len(cmds), unit="run"))
     text = PREAMBLE + table(out)
     print(text)
     dest = Path(args.table)

@@ -103,16 +103,17 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
 
     searches = {}
-    for L in a.depths:
-        for s in a.seeds:
-            run_cfg = replace(cfg, run=replace(cfg.run, seed=s, data=replace(cfg.run.data, depth=L)),
-                              search=replace(cfg.search, threshold=float(threshold)))
-            summary = run_search(run_cfg, out / f"search-L{L}-seed{s}", n_trials=a.n_trials, log=lambda m: None)
-            best = summary["best_trial"]
-            searches[f"{L}/{s}"] = {"depth": L, "seed": s, "chosen": summary["chosen_depth"],
-                                    "gains": best["gains"] if best else None}
-            print(f"L={L} seed={s}: chosen depth {summary['chosen_depth']}, gains "
-                  f"{[round(g, 4) for g in (best['gains'] if best else [])]}", file=sys.stderr)
+    from structlearn.runtime import progress
+
+    for L, s in progress([(L, s) for L in a.depths for s in a.seeds], desc="planted-depth searches", unit="search"):
+        run_cfg = replace(cfg, run=replace(cfg.run, seed=s, data=replace(cfg.run.data, depth=L)),
+                          search=replace(cfg.search, threshold=float(threshold)))
+        summary = run_search(run_cfg, out / f"search-L{L}-seed{s}", n_trials=a.n_trials, log=lambda m: None)
+        best = summary["best_trial"]
+        searches[f"{L}/{s}"] = {"depth": L, "seed": s, "chosen": summary["chosen_depth"],
+                                "gains": best["gains"] if best else None}
+        print(f"L={L} seed={s}: chosen depth {summary['chosen_depth']}, gains "
+              f"{[round(g, 4) for g in (best['gains'] if best else [])]}", file=sys.stderr)
 
     rows = ["| planted L | TC/unit of x | of s | of v | of y |", "|---:|---:|---:|---:|---:|"]
     for L in a.depths:

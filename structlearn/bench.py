@@ -375,7 +375,9 @@ def run_benchmarks(selected: Sequence[Benchmark], ctx: Context,
     with its traceback and does not stop the others)."""
     results: list[Result] = []
     errors: list[str] = []
-    for b in selected:
+    from structlearn.runtime import progress
+
+    for b in progress(selected, desc="benchmarks", unit="bench"):
         try:
             rows = b.run(ctx)
         except Exception:  # one broken benchmark must not hide the others' numbers

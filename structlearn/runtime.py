@@ -32,3 +32,17 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype={name!r} is not allowed; allowed: {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def progress(iterable: Any = None, *, desc: str, total: int | None = None, unit: str = "it") -> Any:
+    """A tqdm progress bar on stderr (redrawn at most every 2 s): ``for x in progress(xs, desc=...)``,
+    or ``bar = progress(desc=..., total=n)`` then ``bar.update()``. Off when stderr is not a
+    terminal and ``STRUCTLEARN_PROGRESS`` is unset, so logs and tests stay clean."""
+    import os
+    import sys
+
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() or os.environ.get("STRUCTLEARN_PROGRESS", "") not in ("", "0")
+    return tqdm(iterable, desc=desc, total=total, unit=unit, mininterval=2.0, file=sys.stderr, disable=not show,
+                dynamic_ncols=True)

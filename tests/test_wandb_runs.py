@@ -180,7 +180,7 @@ def test_a_sweep_drives_discover_through_wandb_config(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"layers.0.params.lam": {"value": 0.25}, "seed": {"value": 3},
                                                           "data": {"value": {"n_train": 900}}}))
     env = _env(tmp_path)
-    env.update(WANDB_SWEEP_ID="testsweep", WANDB_SWEEP_PARAM_PATH=str(tmp_path / "params.yaml"))
+    env.update(WANDB_SWEEP_ID="testsweep", WANDB_SWEEP_PARAM_PATH=str(tmp_path / "params.yaml"), WANDB_RUN_ID="sweeprun42")
     r = _cli(tmp_path, "discover", str(tmp_path / "tiny.yaml"), "--out", "runs", "--no-progress", "--no-html", env=env)
     assert r.returncode == 0, r.stderr
     assert "W&B sweep: data.n_train=900 layers.0.params.lam=0.25 seed=3" in r.stderr
@@ -189,6 +189,7 @@ def test_a_sweep_drives_discover_through_wandb_config(tmp_path):
     assert resolved.seed == 3 and resolved.layers[0].params["lam"] == 0.25 and resolved.data.n_train == 900
     assert resolved.data.tile == (4, 4)  # the rest of the nested data section is kept
     (f,) = _wandb_files(run)
+    assert run_record(records(f)).run_id == (run / "wandb_id.txt").read_text() == "sweeprun42"  # the agent's run
     c = config(records(f))
     assert c["seed"] == 3 and c["layers"][0]["params"]["lam"] == 0.25
     # the run trained what the sweep asked for: same numbers as the same overrides given directly
@@ -227,3 +228,23 @@ def test_online_or_offline_falls_back_and_says_so(tmp_path):
     (run,) = (tmp_path / "cwd" / "runs").iterdir()
     assert len(_wandb_files(run)) == 1
     assert not any((tmp_path / "home").rglob("*"))
+
+
+def test_the_example_sweep_names_real_config_paths():
+    """experiments/wandb_sweep.yaml stays usable: every parameter is a path of the config it
+    runs, and each of its values passes the config's own validation."""
+    import itertools
+
+    from structlearn.config import apply_overrides, from_dict, to_dict
+
+    root = Path(__file__).resolve().parents[1]
+    sweep = yaml.safe_load((root / "experiments" / "wandb_sweep.yaml").read_text())
+    assert sweep["command"][1:3] == ["structlearn", "discover"] and "${args}" not in sweep["command"]
+    cfg = load_config(root / sweep["command"][3])
+    choices = {k: v["values"] if "values" in v else [v["min"], v["max"]] for k, v in sweep["parameters"].items()}
+    for point in itertools.product(*choices.values()):
+        got = sweep_overrides(dict(zip(choices, point)), cfg)
+        resolved = from_dict(RunConfig, apply_overrides(to_dict(cfg), got))
+        resolved.validate()
+        assert resolved.layers[0].params["lam"] == point[list(choices).index("layers.0.params.lam")]
+    assert sweep["metric"]["name"].startswith("final/")

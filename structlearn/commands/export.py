@@ -59,9 +59,16 @@ def log_export(run, files: list[Path], fmt: str, mode: str | None) -> None:
     mode = mode or (run.cfg.wandb.mode if run.file("wandb_id.txt").is_file() else "disabled")
     if mode == "disabled":
         return
-    wb = open_wandb(run, run.cfg, "export", mode)
+    from structlearn.loggers import one_line
+
     try:
-        wb.log_artifact(f"architecture-{artifact_name(run.name)}", "architecture", files, {"format": fmt})
-    finally:
-        wb.finish()
+        wb = open_wandb(run, run.cfg, "export", mode)
+        try:
+            wb.log_artifact(f"architecture-{artifact_name(run.name)}", "architecture", files, {"format": fmt})
+        finally:
+            wb.finish()
+    except Exception as e:  # the files are written either way
+        print(f"W&B ({mode}) could not log the export: {one_line(e)}; the files are written; "
+              f"allowed: --wandb offline, or --wandb disabled", file=sys.stderr)
+        return
     print(f"logged {len(files)} file(s) as an artifact of W&B run {wb.id} ({wb.mode})", file=sys.stderr)

@@ -23,12 +23,19 @@ def log_to_wandb(run, structure: dict, mode: str | None) -> None:
     mode = mode or (run.cfg.wandb.mode if run.file("wandb_id.txt").is_file() else "disabled")
     if mode == "disabled":
         return
-    wb = open_wandb(run, run.cfg, "report", mode)
+    from structlearn.loggers import one_line
+
     try:
-        log_readout(wb, run, structure)
-        log_artifacts(wb, run)
-    finally:
-        wb.finish()
+        wb = open_wandb(run, run.cfg, "report", mode)
+        try:
+            log_readout(wb, run, structure)
+            log_artifacts(wb, run)
+        finally:
+            wb.finish()
+    except Exception as e:  # the read-out is written either way; W&B is where it is also shown
+        print(f"W&B ({mode}) could not log the read-out: {one_line(e)}; structure.json is written; "
+              f"allowed: --wandb offline, or --wandb disabled", file=sys.stderr)
+        return
     print(f"logged the read-out into W&B run {wb.id} ({wb.mode})", file=sys.stderr)
 
 

@@ -37,7 +37,7 @@ from torch import Tensor
 from structlearn.data.images import BUNDLED_DEFAULT
 from structlearn.depth.gain import layer_entropy, standardize_live
 from structlearn.params import check_choice, check_range
-from structlearn.runtime import derive_seed
+from structlearn.runtime import derive_seed, progress
 
 CONNECTIVITY = ("global", "local")
 NONLINEARITIES = ("relu", "abs", "tanh")
@@ -262,7 +262,7 @@ def run_random_net_study(cfg: RandNetConfig, log=None) -> dict:
     raw = ridge_probe(x_tr, y_tr, x_te, y_te, cfg.lambdas, generator=torch.Generator().manual_seed(0))
     specs = sample_specs(cfg, np.random.default_rng(derive_seed(cfg.seed, "specs")))
     rows: list[dict[str, Any]] = []
-    for i, spec in enumerate(specs):
+    for i, spec in enumerate(progress(specs, desc="random networks", unit="net")):
         ws = random_network(spec, shape, torch.Generator().manual_seed(derive_seed(cfg.seed, "net", i)))
         f_tr = network_features(ws, x_tr, spec.nonlinearity)
         f_te = network_features(ws, x_te, spec.nonlinearity)

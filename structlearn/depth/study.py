@@ -52,7 +52,7 @@ from structlearn.depth.storage import (
     study_lock,
 )
 from structlearn.io import atomic_write_json, atomic_write_text, read_json
-from structlearn.runtime import derive_seed
+from structlearn.runtime import derive_seed, progress
 from structlearn.train import Trainer
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -187,6 +187,7 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
     wb = TrialRuns(run_dir, cfg, wandb_mode, study_name, log) if wandb_mode != "disabled" else None
     old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
     done = 0
+    bar = progress(desc=f"search {study_name} (worker {index})", total=n_trials, unit="trial")
     try:
         while True:
             with study_lock(run_dir):
@@ -218,6 +219,7 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
                 study.tell(trial, state=TrialState.FAIL)
                 raise
             done += 1
+            bar.update()
             ua = frozen.user_attrs
             log(f"trial {frozen.number} {frozen.state.name.lower()}: depth {frozen.params.get('depth')}, "
                 f"useful depth {ua.get('useful_depth')}, U = {ua.get('useful_entropy', float('nan')):.2f} nats, "
@@ -225,6 +227,7 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
             if wb is not None:
                 wb(study, frozen)
     finally:
+        bar.close()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     return done

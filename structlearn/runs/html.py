@@ -79,6 +79,29 @@ def sharing_curve(run: Run, thresholds: Sequence[float] = SHARING_THRESHOLDS) ->
     return points
 
 
+def cached_sharing_curve(run: Run) -> list[dict[str, Any]]:
+    """:func:`sharing_curve`, kept in ``sharing.json`` with the SHA-256 of ``layer0.pt`` and the
+    thresholds, so a report of unchanged weights does not recompute it (seconds per threshold)."""
+    import hashlib
+
+    if not run.file("layer0.pt").is_file():
+        return []
+    key = {"layer0_sha256": hashlib.sha256(run.file("layer0.pt").read_bytes()).hexdigest(),
+           "thresholds": list(SHARING_THRESHOLDS)}
+    path = run.file("sharing.json")
+    if path.is_file():
+        try:
+            old = read_json(path)
+            if {k: old.get(k) for k in key} == key:
+                return list(old["points"])
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable: recompute and rewrite
+    points = sharing_curve(run)
+    if points:
+        atomic_write_json(path, {"layer": 0, **key, "points": points})
+    return points
+
+
 def run_sections(run: Run) -> list[str]:
     from structlearn.runs.export import spec_from_run
     from structlearn.runs.readout import ensure_structure
@@ -126,9 +149,8 @@ def run_sections(run: Run) -> list[str]:
                       for i, st in enumerate(spec["stages"])]
             out.append("<h2>Architecture (one row per stage, as structlearn export writes it)</h2>"
                        + _table(("stage", "type", "parameters", "evidence"), stages, "architecture"))
-        points = sharing_curve(run)
+        points = cached_sharing_curve(run)
         if points:
-            atomic_write_json(run.file("sharing.json"), {"layer": 0, "points": points})
             plot_sharing_curve(points, run.file("sharing_curve.png"))
             out.append("<h2>Weight sharing</h2>" + _img(run.file("sharing_curve.png"), "shared kernels and the share of "
                        "units they explain, against the cosine threshold of the read-out (sharing.json)")

@@ -2,8 +2,9 @@
 
 It holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``summary.json``,
 ``checkpoint.pt``, ``layer<i>.pt`` (weight, mask, input shape), ``layer<i>_dense.pt`` (the layer
-at its first pruning), ``structure.json`` + ``structure_kernels.pt`` (the read-out), PNGs and
-the offline W&B run. :class:`Run` is the only code that opens these files; what it reads is
+at its first pruning), ``structure.json`` + ``structure_kernels.pt`` (the read-out), PNGs,
+``report.html`` (:mod:`structlearn.runs.html`), and the W&B run (``wandb/``, its id in
+``wandb_id.txt``; :mod:`structlearn.runs.wandb_run`). :class:`Run` is the only code that opens these files; what it reads is
 cached, so a workflow that needs the config, the data and a layer reads each once.
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ from structlearn.params import check_choice, check_range, declared_params
 from structlearn.prune.base import PRUNERS
 from structlearn.prune.sweep import DEFAULT_DENSITIES, format_sweep_table, plot_sweep, summarise_sweep
 from structlearn.runs.run import Run
-from structlearn.runtime import derive_seed, resolve_device, resolve_dtype
+from structlearn.runtime import derive_seed, progress, resolve_device, resolve_dtype
 from structlearn.structure.receptive_fields import receptive_field_stats
 
 
@@ -105,7 +105,7 @@ def density_sweep(
     x_eval = x_eval.to(dev, dt)
     rows: list[dict[str, Any]] = []
     try:
-        for d in ds:
+        for d in progress(ds, desc=f"density sweep ({mode})", unit="density"):
             if mode == "oneshot" or not rows:
                 obj.load_state_dict(start)
                 obj.load_optimizer_state(_copy(start_opt))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,10 @@ def identity(cfg: RunConfig, job_type: str) -> dict[str, Any]:
 
 
 def open_wandb(run: Run, cfg: RunConfig, job_type: str, mode: str | None = None) -> WandbLogger:
-    """The run folder's W&B run (new, or reopened by the id in ``wandb_id.txt``)."""
+    """The run folder's W&B run: reopened by the id in ``wandb_id.txt``, else new, with the id
+    that ``WANDB_RUN_ID`` names (``wandb agent`` sets it: the sweep expects that run) or a fresh one."""
     id_file = run.file("wandb_id.txt")
-    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+    run_id = id_file.read_text().strip() if id_file.is_file() else (os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:12])
     logger = WandbLogger(run.path, mode or cfg.wandb.mode, run.name, to_dict(cfg), run_id, identity(cfg, job_type))
     if not id_file.is_file():
         atomic_write_text(id_file, run_id)
