@@ -26,9 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from structlearn.export import EXPORTERS
     from structlearn.io import atomic_torch_save
+    from structlearn.loggers import artifact_name
     from structlearn.runs import Run
     from structlearn.runs.export import spec_from_run
     from structlearn.runs.readout import ensure_structure
+    from structlearn.runs.wandb_run import log_later
 
     write = EXPORTERS.create(args.format)  # unknown formats fail before any work
     conv_kwargs = readout_options(args)
@@ -46,29 +48,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{st['type']:<10} {desc}  {st.get('evidence', {})}")
     print(f"wrote {out}", file=sys.stderr)
     files = [out] + ([out.with_name(out.stem + "_kernels.pt")] if kernels else [])
-    log_export(run, files, args.format, args.wandb)
+    line = log_later(run, "export", args.wandb, "the export", lambda wb: wb.log_artifact(
+        f"architecture-{artifact_name(run.name)}", "architecture", files, {"format": args.format}))
+    if line:
+        print(line, file=sys.stderr)
     return 0
-
-
-def log_export(run, files: list[Path], fmt: str, mode: str | None) -> None:
-    """The exported files as an ``architecture`` artifact of the run's own W&B run (so the
-    export is linked to the run it came from)."""
-    from structlearn.loggers import artifact_name
-    from structlearn.runs.wandb_run import open_wandb
-
-    mode = mode or (run.cfg.wandb.mode if run.file("wandb_id.txt").is_file() else "disabled")
-    if mode == "disabled":
-        return
-    from structlearn.loggers import one_line
-
-    try:
-        wb = open_wandb(run, run.cfg, "export", mode)
-        try:
-            wb.log_artifact(f"architecture-{artifact_name(run.name)}", "architecture", files, {"format": fmt})
-        finally:
-            wb.finish()
-    except Exception as e:  # the files are written either way
-        print(f"W&B ({mode}) could not log the export: {one_line(e)}; the files are written; "
-              f"allowed: --wandb offline, or --wandb disabled", file=sys.stderr)
-        return
-    print(f"logged {len(files)} file(s) as an artifact of W&B run {wb.id} ({wb.mode})", file=sys.stderr)

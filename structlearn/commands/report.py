@@ -15,30 +15,6 @@ import sys
 HELP = "print the structure a run discovered (structure.json; recomputed if missing) as a table; --html: report.html"
 
 
-def log_to_wandb(run, structure: dict, mode: str | None) -> None:
-    """A read-out computed now goes into the run's own W&B run (reopened by ``wandb_id.txt``),
-    when the run has one, or ``mode`` asks for one; nothing when ``mode`` is disabled."""
-    from structlearn.runs.wandb_run import log_artifacts, log_readout, open_wandb
-
-    mode = mode or (run.cfg.wandb.mode if run.file("wandb_id.txt").is_file() else "disabled")
-    if mode == "disabled":
-        return
-    from structlearn.loggers import one_line
-
-    try:
-        wb = open_wandb(run, run.cfg, "report", mode)
-        try:
-            log_readout(wb, run, structure)
-            log_artifacts(wb, run)
-        finally:
-            wb.finish()
-    except Exception as e:  # the read-out is written either way; W&B is where it is also shown
-        print(f"W&B ({mode}) could not log the read-out: {one_line(e)}; structure.json is written; "
-              f"allowed: --wandb offline, or --wandb disabled", file=sys.stderr)
-        return
-    print(f"logged the read-out into W&B run {wb.id} ({wb.mode})", file=sys.stderr)
-
-
 def add_readout_arguments(p: argparse.ArgumentParser) -> None:
     """The read-out options that ``report`` and ``export`` share."""
     p.add_argument("--threshold", type=float, metavar="NCC",
@@ -71,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from structlearn.runs import Run
     from structlearn.runs.html import write_report
     from structlearn.runs.readout import ensure_structure
+    from structlearn.runs.wandb_run import log_artifacts, log_later, log_readout
     from structlearn.structure.readout import format_structure_table
 
     conv_kwargs = readout_options(args)
@@ -84,7 +61,13 @@ def run(args: argparse.Namespace) -> int:
         if args.html:
             print(f"wrote {write_report(run)}", file=sys.stderr)
         if args.recompute or before is None or before.get("conv_kwargs", {}) != conv_kwargs:  # computed now
-            log_to_wandb(run, structure, args.wandb)
+            def log(wb) -> None:
+                log_readout(wb, run, structure)
+                log_artifacts(wb, run)
+
+            line = log_later(run, "report", args.wandb, "the read-out", log)
+            if line:
+                print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(structure, indent=2))
         return 0

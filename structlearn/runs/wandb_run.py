@@ -45,6 +45,27 @@ def open_wandb(run: Run, cfg: RunConfig, job_type: str, mode: str | None = None)
     return logger
 
 
+def log_later(run: Run, job_type: str, mode: str | None, what: str, fn: Any) -> str | None:
+    """Reopen the run's W&B run (``mode``; default: the run's ``wandb.mode`` when it has a W&B
+    run, else nothing), call ``fn(logger)`` and finish. Returns the one line to print, or None
+    when W&B is off; a W&B failure is that line, not an exception (the files are written)."""
+    from structlearn.loggers import one_line
+
+    mode = mode or (run.cfg.wandb.mode if run.file("wandb_id.txt").is_file() else "disabled")
+    if mode == "disabled":
+        return None
+    try:
+        wb = open_wandb(run, run.cfg, job_type, mode)
+        try:
+            fn(wb)
+        finally:
+            wb.finish()
+    except Exception as e:
+        return (f"W&B ({mode}) could not log {what}: {one_line(e)}; the files are written; "
+                f"allowed: --wandb offline, or --wandb disabled")
+    return f"logged {what} into W&B run {wb.id} ({wb.mode})"
+
+
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(d, dict):
         out: dict[str, Any] = {}
