@@ -1,0 +1,89 @@
+"""Weight sharing with full coverage (issue 13, first part): planted kernels are recovered, the
+error-vs-C curve has its knee at the planted C, the convolution path equals the dense
+reconstruction, and the error never rises with C."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from structlearn.structure.sharing import fit_shared_kernels, sharing_curve, unit_error
+
+
+def planted(C: int, k: int, size: int, n: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` units, each one of ``C`` random unit-norm ``k x k`` kernels at a random position
+    fully inside a ``size x size`` image, with a random signed gain in ±[0.5, 2], plus white
+    noise of relative size ``noise`` on the kernel's own support. Returns (filters, kernels, channel)."""
+    g = torch.Generator().manual_seed(seed)
+    K = torch.randn(C, k, k, generator=g, dtype=torch.float64)
+    K = K / K.flatten(1).norm(dim=1)[:, None, None]
+    chan = torch.randint(C, (n,), generator=g)
+    r = torch.randint(size - k + 1, (n,), generator=g)
+    q = torch.randint(size - k + 1, (n,), generator=g)
+    gain = (0.5 + 1.5 * torch.rand(n, generator=g, dtype=torch.float64)) * torch.where(
+        torch.rand(n, generator=g) < 0.5, -1.0, 1.0).double()
+    f = torch.zeros(n, size, size, dtype=torch.float64)
+    for i in range(n):
+        patch = K[chan[i]] + noise * torch.randn(k, k, generator=g, dtype=torch.float64) / k
+        f[i, r[i]:r[i] + k, q[i]:q[i] + k] = gain[i] * patch
+    return f, K, chan
+
+
+def test_planted_kernels_are_recovered_at_the_knee():
+    f, K, chan = planted(C=4, k=5, size=16, n=200, noise=0.05, seed=0)
+    fit, curve = fit_shared_kernels(f, kernel_size=5)
+    assert curve["knee_C"] == 4 and fit.channels == 4 and fit.kernel_size == 5
+    assert fit.coverage == 1.0
+    cos = (fit.kernels.flatten(1) @ K.flatten(1).T).abs()  # (4, 4)
+    assert bool((cos.max(1).values > 0.995).all()) and sorted(cos.argmax(1).tolist()) == [0, 1, 2, 3]
+    # every unit lands on its planted kernel (a permutation of the labels)
+    perm = cos.argmax(1)
+    assert torch.equal(perm[fit.channel], chan)
+    assert fit.weight_error < 0.06  # the planted noise, about 0.05 of each unit's norm
+    errs = curve["weight_error"]
+    assert errs[curve["C"].index(2)] > 0.3 > errs[curve["C"].index(4)]
+
+
+def test_error_never_rises_with_C_and_exact_planting_is_exact():
+    f, _, _ = planted(C=3, k=4, size=12, n=120, noise=0.0, seed=1)
+    fits = sharing_curve(f, kernel_size=4)
+    errs = [s.weight_error for s in fits]
+    assert all(b <= a + 1e-12 for a, b in zip(errs, errs[1:])), errs
+    at3 = next(s for s in fits if s.channels >= 3)
+    assert at3.weight_error < 1e-10
+    assert float(unit_error(f, at3).max()) < 1e-10
+
+
+def test_the_convolution_equals_the_dense_reconstruction():
+    """``W_hat x`` through Conv2d(padding=k-1) + gather + gain, on real-valued random inputs, also
+    for kernels placed partly outside the image (top/left may be negative)."""
+    g = torch.Generator().manual_seed(2)
+    f = torch.randn(40, 10, 10, generator=g, dtype=torch.float64) * (torch.rand(40, 10, 10, generator=g) < 0.15)
+    fit, _ = fit_shared_kernels(f, kernel_size=3, channels=8)
+    x = torch.randn(25, 10, 10, generator=g, dtype=torch.float64)
+    dense = x.flatten(1) @ fit.dense().flatten(1).T
+    torch.testing.assert_close(fit.conv_responses(x), dense, rtol=1e-10, atol=1e-10)
+    # and the weight error is what it says
+    err = (f - fit.dense()).norm() / f.norm()
+    assert fit.weight_error == pytest.approx(float(err), rel=1e-12)
+
+
+def test_empty_units_stay_empty_and_bad_arguments_are_named():
+    f, _, _ = planted(C=2, k=3, size=8, n=20, noise=0.0, seed=3)
+    f[5] = 0
+    fit, _ = fit_shared_kernels(f, kernel_size=3)
+    assert int(fit.channel[5]) == -1 and float(fit.gain[5]) == 0 and fit.coverage == pytest.approx(19 / 20)
+    assert float(fit.dense()[5].abs().max()) == 0
+    with pytest.raises(ValueError, match="all 3 units are empty"):
+        sharing_curve(torch.zeros(3, 5, 5))
+    with pytest.raises(ValueError, match=r"kernel_size=9 out of range; allowed: integers in \[1, 8\]"):
+        sharing_curve(f, kernel_size=9)
+    with pytest.raises(ValueError, match="max_shift=-1 out of range"):
+        sharing_curve(f, max_shift=-1)
+
+
+@pytest.mark.parametrize("C", [3, 6])
+def test_the_knee_finds_a_planted_C_that_is_not_a_power_of_two(C):
+    f, K, _ = planted(C=C, k=4, size=14, n=240, noise=0.05, seed=10 + C)
+    fit, curve = fit_shared_kernels(f, kernel_size=4)
+    assert curve["knee_C"] == C, curve
+    assert bool(((fit.kernels.flatten(1) @ K.flatten(1).T).abs().max(1).values > 0.99).all())
