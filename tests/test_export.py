@@ -1,6 +1,7 @@
 """Architecture spec: round trip, validation, and a built module that reproduces the dense layer."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_structure_readout import camera_patches, magnitude_prune, planted_conv
@@ -41,7 +42,7 @@ def test_module_shapes_follow_the_spec():
 @pytest.mark.parametrize("mutate, msg", [
     (lambda s: s.update(format="other"), "not a structlearn architecture spec"),
     (lambda s: s.update(version=99), "version"),
-    (lambda s: s["stages"].append({"type": "attention"}), "allowed: conv2d, pool, activation, dense"),
+    (lambda s: s["stages"].append({"type": "attention"}), "allowed: conv2d, shared_conv, pool, activation, dense"),
     (lambda s: s["stages"][0].update(stride=[0, 2]), "stride"),
     (lambda s: s["stages"].append({"type": "activation", "fn": "gelu"}), "allowed: abs, log_abs, relu, identity"),
 ])
@@ -78,6 +79,56 @@ def test_export_command_on_a_finished_run(tmp_path):
     assert main(["export", str(tmp_path)]) == 0
     spec = json.loads((tmp_path / "architecture.json").read_text())
     validate_spec(spec)
-    assert spec["input"]["shape"] == [8, 8] and spec["stages"][0]["type"] in ("conv2d", "dense")
-    net = build_module(spec)
-    assert net(torch.randn(2, 1, 8, 8)).shape[0] == 2
+    st = spec["stages"][0]
+    assert spec["version"] == 2 and spec["input"]["shape"] == [8, 8] and st["type"] == "shared_conv"
+    assert st["units"] == 16 and st["evidence"]["coverage"] == 1.0  # every unit is covered
+    kernels = torch.load(tmp_path / "architecture_kernels.pt")["kernels"]
+    net = build_module(spec, kernels).double()
+    # the exported network is the shared-kernel layer: its responses are W_hat x, whose distance to
+    # the dense layer W x on held-out inputs is the response error the stage records
+    from structlearn.runs import Run
+
+    run = Run(tmp_path)
+    x = run.data.test[:100].double().reshape(-1, 1, 8, 8)
+    dense = x.flatten(1) @ run.weights(0).double().T
+    got = net(x).detach()
+    err = float((got - dense).norm() / dense.norm())
+    assert err == pytest.approx(st["evidence"]["response_error"], rel=1e-6, abs=1e-9)
+    with pytest.raises(ValueError, match="needs its kernels and unit placements"):
+        build_module(spec)
+    assert main(["export", str(tmp_path), "--sharing", "strict", "--out", str(tmp_path / "strict.json")]) == 0
+    strict = json.loads((tmp_path / "strict.json").read_text())
+    assert strict["stages"][0]["type"] in ("conv2d", "dense")
+    net = build_module(strict, torch.load(tmp_path / "strict_kernels.pt")["kernels"], num_classes=3)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+
+
+def test_onnx_and_torch_export_of_a_discovered_network(tmp_path):
+    """`structlearn export --format onnx`: onnxruntime matches PyTorch to 1e-5 at two batch sizes
+    (the batch is dynamic); torch.export of the same module gives the same outputs."""
+    import onnxruntime as ort
+
+    from structlearn.cli import main
+    from structlearn.config import dump_config, load_config
+    from structlearn.testing import trainer_in
+
+    cfg = load_config(None, ["data.grid=[2,2]", "data.tile=[4,4]", "data.n_train=800", "data.n_test=100",
+                             "layers=[{n_units: 16, steps: 5, prune: {finetune_steps: 0}}, {n_units: 6, steps: 5}]",
+                             "wandb=disabled"])
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    trainer_in(cfg, tmp_path).run()
+    assert main(["export", str(tmp_path), "--format", "onnx"]) == 0
+    assert main(["export", str(tmp_path)]) == 0
+    spec = json.loads((tmp_path / "architecture.json").read_text())
+    assert [s["type"] for s in spec["stages"]] == ["shared_conv", "activation", "dense"]
+    net = build_module(spec, torch.load(tmp_path / "architecture_kernels.pt")["kernels"]).float().eval()
+    sess = ort.InferenceSession(str(tmp_path / "architecture.onnx"))
+    for b in (1, 5):
+        x = torch.randn(b, 1, 8, 8, generator=torch.Generator().manual_seed(b))
+        want = net(x).detach().numpy()
+        got = sess.run(None, {"x": x.numpy()})[0]
+        assert got.shape == (b, 6)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    ep = torch.export.export(net, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(ep.module()(x), net(x))

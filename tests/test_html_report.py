@@ -85,9 +85,9 @@ def test_run_report_in_headless_chromium(browser, tmp_path, capsys):
 
     spec, _ = spec_from_run(Run(run))
     assert got["rows"]["architecture"] == len(spec["stages"])
-    assert got["rows"]["sharing"] == 6 and got["rows"]["summary"] >= 5
+    assert got["rows"]["sharing0"] == len(structure["layers"][0]["sharing"]["curve"]["C"]) and got["rows"]["summary"] >= 5
     alts = " ".join(got["images"])
-    for what in ("tile map", "before pruning", "after pruning", "Gabor", "against the global step", "cosine threshold"):
+    for what in ("tile map", "before pruning", "after pruning", "Gabor", "against the global step", "shared kernels"):
         assert what in alts, what
     # `report --html` rewrites the same page (e.g. after the read-out is recomputed)
     text = page.read_text()

@@ -87,3 +87,21 @@ def test_the_knee_finds_a_planted_C_that_is_not_a_power_of_two(C):
     fit, curve = fit_shared_kernels(f, kernel_size=4)
     assert curve["knee_C"] == C, curve
     assert bool(((fit.kernels.flatten(1) @ K.flatten(1).T).abs().max(1).values > 0.99).all())
+
+
+def test_a_curve_without_a_knee_says_so():
+    """Units that are all different (random local filters: nothing to share) give a curve that
+    falls about evenly in log C: no knee, and C is the smallest with weight error <= max_error."""
+    from structlearn.structure.sharing import convex_knee
+
+    g = torch.Generator().manual_seed(5)
+    f = torch.zeros(64, 12, 12, dtype=torch.float64)
+    r, q = torch.randint(8, (64,), generator=g), torch.randint(8, (64,), generator=g)
+    for i in range(64):
+        f[i, r[i]:r[i] + 4, q[i]:q[i] + 4] = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    fit, curve = fit_shared_kernels(f, kernel_size=4, max_error=0.5)
+    assert curve["knee_C"] is None and curve["chosen_by"] == "max_error"
+    i = curve["C"].index(fit.channels)
+    assert curve["weight_error"][i] <= 0.5 < curve["weight_error"][i - 1]
+    assert convex_knee([1, 2, 4, 8, 16], [1.0, 0.8, 0.6, 0.4, 0.2]) is None  # straight in log C
+    assert convex_knee([1, 2, 4, 8, 16], [1.0, 0.9, 0.1, 0.08, 0.05]) == 2

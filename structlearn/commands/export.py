@@ -5,6 +5,7 @@ as ``structlearn report``: both commands read, and if needed write, one result."
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -15,9 +16,12 @@ HELP = "write the discovered architecture (conv/pool/dense stages) as a spec for
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished run folder")
-    p.add_argument("--format", default="json", help="exporter name (json; plugins add more, e.g. optuna_space)")
+    p.add_argument("--format", default="json", help="exporter name (json, onnx; plugins add more, e.g. optuna_space)")
     p.add_argument("--out", help="output path (default: RUN_DIR/architecture.json or RUN_DIR/<format>.json)")
     add_readout_arguments(p)
+    p.add_argument("--sharing", choices=["full", "strict"], default="full",
+                   help="first layer as every unit on shared kernels (full coverage; default) or as the exact "
+                        "cosine read-out's conv (strict)")
     p.add_argument("--wandb", choices=["offline", "online", "online-or-offline", "disabled"],
                    help="log the exported files as an artifact of the run's own W&B run, reopened by its id "
                         "(default: the run's wandb.mode if it has a W&B run, else disabled)")
@@ -38,9 +42,13 @@ def run(args: argparse.Namespace) -> int:
     with run.lock():  # the read-out may be (re)written
         if args.recompute:
             ensure_structure(run, conv_kwargs, recompute=True)
-        spec, kernels = spec_from_run(run, conv_kwargs)
-    out = Path(args.out) if args.out else run.file("architecture.json" if args.format == "json" else f"{args.format}.json")
-    write(spec, out)
+        spec, kernels = spec_from_run(run, conv_kwargs, args.sharing)
+    default = {"json": "architecture.json", "onnx": "architecture.onnx"}.get(args.format, f"{args.format}.json")
+    out = Path(args.out) if args.out else run.file(default)
+    if "kernels" in inspect.signature(write).parameters:
+        write(spec, out, kernels=kernels)  # type: ignore[call-arg]
+    else:
+        write(spec, out)
     if kernels:
         atomic_torch_save(out.with_name(out.stem + "_kernels.pt"), {"kernels": kernels})
     for st in spec["stages"]:

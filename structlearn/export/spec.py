@@ -11,7 +11,11 @@ The spec is plain JSON so NAS pipelines can read it without structlearn::
         {"type": "activation", "fn": "abs" | "log_abs" | "relu" | "identity"},
         {"type": "activation", "fn": "group_l2", "group": g},   # sqrt of the summed squares of
                                                                  # each g consecutive features
-        {"type": "dense", "out_features": N, "evidence": {"density": ...}},
+        {"type": "shared_conv", "out_channels": C, "kernel_size": [k, k], "units": n,
+         "evidence": {"coverage": 1.0, "weight_error": ..., "response_error": ...}},
+            # every unit i of the layer = gain_i * Conv2d(1, C, k, padding=k-1)(x)[c_i, r_i, q_i]
+        {"type": "dense", "out_features": N, "masked": true, "evidence": {"density": ...}},
+            # masked (version 2): the discovered weight and pruning mask are given to build_module
         {"type": "redu", "channels": C, "classes": J, "kernel_size": [K, K], "eta": ..., "lam": ...,
          "gamma": [...]},   # a constructed shift-invariant ReduNet layer (circular convolutions)
      ],
@@ -36,8 +40,9 @@ from torch import Tensor, nn
 
 from structlearn.redunet.conv import ReduConv
 
-FORMAT, VERSION = "structlearn.architecture", 1
-STAGE_TYPES = ("conv2d", "pool", "activation", "dense", "redu")
+FORMAT, VERSION = "structlearn.architecture", 2
+VERSIONS = (1, 2)  # 2 adds the shared_conv stage; version-1 specs still load
+STAGE_TYPES = ("conv2d", "shared_conv", "pool", "activation", "dense", "redu")
 PADDING_MODES = ("zeros", "circular")
 ACTIVATIONS = ("abs", "log_abs", "relu", "identity", "group_l2")
 
@@ -65,6 +70,49 @@ class GroupL2(nn.Module):
         return x.reshape(x.shape[0], -1, self.group).pow(2).sum(-1).sqrt()
 
 
+class SharedConv(nn.Module):
+    """A dense layer as shared kernels (:mod:`structlearn.structure.sharing`): a
+    ``Conv2d(1, C, k, padding=k-1)`` then, per unit ``i``, the output cell ``(c_i, r_i + k - 1,
+    q_i + k - 1)`` times a gain ``a_i``: ``(b, 1, H, W) -> (b, n)``. Kernels and gains are
+    parameters (trainable); which cell each unit reads is a fixed buffer. Units without a kernel
+    (empty) read cell 0 with gain 0."""
+
+    def __init__(self, kernels: Tensor, channel: Tensor, top: Tensor, left: Tensor, gain: Tensor,
+                 input_shape: tuple[int, int]) -> None:
+        super().__init__()
+        c, k, _ = kernels.shape
+        h, w = input_shape
+        self.conv = nn.Conv2d(1, c, k, padding=k - 1, bias=False, dtype=kernels.dtype)
+        with torch.no_grad():
+            self.conv.weight.copy_(kernels[:, None])
+        ho, wo = h + k - 1, w + k - 1
+        live = channel >= 0
+        r = (top + k - 1).clamp(0, ho - 1)
+        q = (left + k - 1).clamp(0, wo - 1)
+        index = torch.where(live, channel.clamp_min(0) * ho * wo + r * wo + q, torch.zeros_like(channel))
+        self.register_buffer("index", index.long())
+        self.gain = nn.Parameter(torch.where(live, gain, torch.zeros_like(gain)).to(kernels.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x).flatten(1)  # (b, C Ho Wo)
+        return y.index_select(1, self.index) * self.gain
+
+
+class MaskedLinear(nn.Module):
+    """``y = x (W * M)^T``: a dense stage with its pruning mask ``M`` (a buffer: pruned weights stay
+    zero under training, as in the discovering run); ``weight`` is the trainable parameter."""
+
+    mask: Tensor
+
+    def __init__(self, weight: Tensor, mask: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.register_buffer("mask", mask.detach().to(weight.dtype).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.linear(x, self.weight * self.mask)
+
+
 class L2Pool2d(nn.Module):
     """Energy pooling ``sqrt(sum_window x^2)`` (the pooling that group sparse coding implies)."""
 
@@ -82,6 +130,15 @@ def conv_stage(readout_dict: dict[str, Any], evidence: dict[str, Any] | None = N
     return {"type": "conv2d", "out_channels": int(readout_dict["channels"]), "kernel_size": [int(k), int(k)],
             "stride": [int(s) for s in readout_dict["stride"]], "padding": [int(p) for p in readout_dict["padding"]],
             "evidence": dict(evidence or {}, coverage=readout_dict.get("coverage"))}
+
+
+def shared_conv_stage(sharing: dict[str, Any], evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Spec stage from the ``sharing`` section of ``structure.json``."""
+    k = int(sharing["kernel_size"])
+    ev = {key: sharing.get(key) for key in ("coverage", "weight_error", "response_error", "knee_C", "chosen_by")}
+    return {"type": "shared_conv", "out_channels": int(sharing["channels"]), "kernel_size": [k, k],
+            "units": len(sharing.get("unit_channel", [])) or int(sum(sharing["units_per_channel"])),
+            "evidence": dict(evidence or {}, **ev)}
 
 
 def pool_stage(pool_dict: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +164,8 @@ def validate_spec(spec: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the first problem (format, version, stage fields)."""
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise ValueError(f"not a structlearn architecture spec (format must be {FORMAT!r})")
-    if spec.get("version") != VERSION:
-        raise ValueError(f"spec version {spec.get('version')!r}; allowed: {VERSION}")
+    if spec.get("version") not in VERSIONS:
+        raise ValueError(f"spec version {spec.get('version')!r}; allowed: {', '.join(map(str, VERSIONS))}")
     _pair(spec["input"]["shape"], "input.shape")
     for i, st in enumerate(spec["stages"]):
         t = st.get("type")
@@ -123,6 +180,14 @@ def validate_spec(spec: dict[str, Any]) -> None:
             _pair(st["padding"], f"stages.{i}.padding")
             if st.get("padding_mode", "zeros") not in PADDING_MODES:
                 raise ValueError(f"stages.{i}.padding_mode={st['padding_mode']!r}; allowed: {', '.join(PADDING_MODES)}")
+        elif t == "shared_conv":
+            if spec["version"] < 2:
+                raise ValueError(f"stages.{i}.type='shared_conv' needs spec version 2")
+            for key in ("out_channels", "units"):
+                if not isinstance(st.get(key), int) or isinstance(st.get(key), bool) or st[key] < 1:
+                    raise ValueError(f"stages.{i}.{key} must be a positive integer")
+            if min(_pair(st["kernel_size"], f"stages.{i}.kernel_size")) < 1:
+                raise ValueError(f"stages.{i}.kernel_size={st['kernel_size']}; allowed: positive integers")
         elif t == "pool":
             for key in ("kernel_size", "stride"):
                 if min(_pair(st[key], f"stages.{i}.{key}")) < 1:
@@ -133,6 +198,8 @@ def validate_spec(spec: dict[str, Any]) -> None:
             raise ValueError(f"stages.{i}.group={st.get('group')!r}; allowed: a positive integer (group_l2)")
         elif t == "dense" and (not isinstance(st.get("out_features"), int) or st["out_features"] < 1):
             raise ValueError(f"stages.{i}.out_features must be a positive integer")
+        elif t == "dense" and not isinstance(st.get("masked", False), bool):
+            raise ValueError(f"stages.{i}.masked={st.get('masked')!r}; allowed: true, false")
         elif t == "redu":
             for key in ("channels", "classes"):
                 if not isinstance(st.get(key), int) or st[key] < 1:
@@ -142,10 +209,14 @@ def validate_spec(spec: dict[str, Any]) -> None:
                 raise ValueError(f"stages.{i}.gamma must list one weight per class ({st['classes']})")
 
 
-def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> nn.Sequential:
+def build_module(spec: dict[str, Any], kernels: list[Any] | None = None, num_classes: int | None = None) -> nn.Sequential:
     """``nn.Sequential`` for ``(n, 1, H, W)`` inputs; conv stages initialised from ``kernels``
     (one ``(C, k, k)`` per conv stage, in order) when given, else PyTorch's default init; redu
-    stages take their ``(1 + J, C, C, K, K)`` kernels from the same list (required)."""
+    stages take their ``(1 + J, C, C, K, K)`` kernels from the same list (required); a
+    shared_conv stage takes a dict ``{"kernels": (C, k, k), "channel", "top", "left", "gain": (n,)}``
+    (required: which cell each unit reads is part of the discovered structure); a masked dense
+    stage takes ``{"weight": (out, in), "mask": (out, in)}``. ``num_classes`` (or the spec's
+    ``head.num_classes``) appends a classifier ``Linear(features, num_classes)`` with bias."""
     validate_spec(spec)
     shape = (1, *spec["input"]["shape"])  # (C, H, W) flowing through
     mods: list[nn.Module] = []
@@ -170,6 +241,20 @@ def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> n
             h = (shape[1] + 2 * st["padding"][0] - st["kernel_size"][0]) // st["stride"][0] + 1
             w_ = (shape[2] + 2 * st["padding"][1] - st["kernel_size"][1]) // st["stride"][1] + 1
             shape = (st["out_channels"], h, w_)
+        elif t == "shared_conv":
+            if len(shape) != 3 or shape[0] != 1:
+                raise ValueError(f"stages.{i}: shared_conv reads a one-channel image; got input {shape}")
+            if kernels is None or conv_i >= len(kernels) or not isinstance(kernels[conv_i], dict):
+                raise ValueError(f"stages.{i}: a shared_conv stage needs its kernels and unit placements "
+                                 "({'kernels', 'channel', 'top', 'left', 'gain'}: structure_kernels.pt 'shared')")
+            p = kernels[conv_i]
+            want = (st["out_channels"], *st["kernel_size"])
+            if tuple(p["kernels"].shape) != want or p["channel"].shape != (st["units"],):
+                raise ValueError(f"stages.{i}: kernels {tuple(p['kernels'].shape)} / units {tuple(p['channel'].shape)} "
+                                 f"do not match {want} / ({st['units']},)")
+            mods.append(SharedConv(p["kernels"], p["channel"], p["top"], p["left"], p["gain"], (shape[1], shape[2])))
+            conv_i += 1
+            shape = (st["units"],)
         elif t == "pool":
             if len(shape) != 3:
                 raise ValueError(f"stages.{i}: pool after a dense stage is not supported")
@@ -197,8 +282,25 @@ def build_module(spec: dict[str, Any], kernels: list[Tensor] | None = None) -> n
             if len(shape) == 3:
                 mods.append(nn.Flatten())
             n_in = math.prod(shape)
-            mods.append(nn.Linear(n_in, st["out_features"], bias=False))
+            if st.get("masked"):
+                if kernels is None or conv_i >= len(kernels) or not isinstance(kernels[conv_i], dict):
+                    raise ValueError(f"stages.{i}: a masked dense stage needs its weight and mask ({{'weight', 'mask'}})")
+                p = kernels[conv_i]
+                if tuple(p["weight"].shape) != (st["out_features"], n_in) or p["mask"].shape != p["weight"].shape:
+                    raise ValueError(f"stages.{i}: weight {tuple(p['weight'].shape)} / mask {tuple(p['mask'].shape)} do not "
+                                     f"match ({st['out_features']}, {n_in})")
+                mods.append(MaskedLinear(p["weight"], p["mask"]))
+                conv_i += 1
+            else:
+                mods.append(nn.Linear(n_in, st["out_features"], bias=False))
             shape = (st["out_features"],)
         if min(shape) < 1:
             raise ValueError(f"stages.{i} ({t}) leaves an empty output of shape {shape}")
+    head = num_classes if num_classes is not None else (spec.get("head") or {}).get("num_classes")
+    if head is not None:
+        if isinstance(head, bool) or not isinstance(head, int) or head < 1:
+            raise ValueError(f"num_classes={head!r} out of range; allowed: integers >= 1")
+        if len(shape) == 3:
+            mods.append(nn.Flatten())
+        mods.append(nn.Linear(math.prod(shape), head))
     return nn.Sequential(*mods)

@@ -4,10 +4,11 @@ Every image is inlined (``data:image/png;base64``), there is no script and no ex
 so the page opens in any browser on a cluster with no network. A run's page shows its
 configuration, training and held-out curves, tile map, filter montages before and after
 pruning (all units grouped by tile, and the sample of units per tile), the structure table (one
-row per layer) and the architecture it exports (one row per stage), the weight-sharing curve,
-and the Gabor and kernel montages. A search's page shows the gain-per-layer table of every
-trial and the search's plots. The figures are PNG files in the folder (``curves.png``,
-``sharing_curve.png`` beside ``sharing.json``), so the numbers and the plots stay together.
+row per layer), the architecture it exports (one row per stage), the weight-sharing curve
+(weight error against the number of shared kernels, from ``structure.json``) and the Gabor and
+kernel montages. A search's page shows the gain-per-layer table of every trial and the
+search's plots. The figures are PNG files in the folder (``curves.png``,
+``sharing_layer<i>.png``), beside the numbers they show.
 """
 from __future__ import annotations
 
@@ -18,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from structlearn.io import atomic_write_json, atomic_write_text, read_json
+from structlearn.io import atomic_write_text, read_json
 from structlearn.runs.run import Run
 
-SHARING_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
@@ -60,48 +60,6 @@ def _page(title: str, sections: list[str]) -> str:
             "\n</body></html>\n")
 
 
-def sharing_curve(run: Run, thresholds: Sequence[float] = SHARING_THRESHOLDS) -> list[dict[str, Any]]:
-    """Channels and coverage of the first layer's conv read-out at each cosine threshold
-    (``sharing.json``); empty for a run whose samples are not images."""
-    from structlearn.structure.conv import conv_from_filters
-
-    shape = run.input_shape(0)
-    if len(shape) != 2 or shape[0] == 1:
-        return []
-    f = run.weights(0).reshape(-1, *shape)
-    points: list[dict[str, Any]] = []
-    for t in thresholds:
-        try:
-            ro = conv_from_filters(f, threshold=t)
-            points.append({"threshold": t, "channels": ro.channels, "coverage": ro.coverage, "kernel_size": ro.kernel_size})
-        except ValueError:
-            points.append({"threshold": t, "channels": 0, "coverage": 0.0, "kernel_size": None})
-    return points
-
-
-def cached_sharing_curve(run: Run) -> list[dict[str, Any]]:
-    """:func:`sharing_curve`, kept in ``sharing.json`` with the SHA-256 of ``layer0.pt`` and the
-    thresholds, so a report of unchanged weights does not recompute it (seconds per threshold)."""
-    import hashlib
-
-    if not run.file("layer0.pt").is_file():
-        return []
-    key = {"layer0_sha256": hashlib.sha256(run.file("layer0.pt").read_bytes()).hexdigest(),
-           "thresholds": list(SHARING_THRESHOLDS)}
-    path = run.file("sharing.json")
-    if path.is_file():
-        try:
-            old = read_json(path)
-            if {k: old.get(k) for k in key} == key:
-                return list(old["points"])
-        except (ValueError, KeyError, TypeError):
-            pass  # unreadable: recompute and rewrite
-    points = sharing_curve(run)
-    if points:
-        atomic_write_json(path, {"layer": 0, **key, "points": points})
-    return points
-
-
 def run_sections(run: Run) -> list[str]:
     from structlearn.runs.export import spec_from_run
     from structlearn.runs.readout import ensure_structure
@@ -130,7 +88,8 @@ def run_sections(run: Run) -> list[str]:
                if run.file("tile_map.png").is_file() else "")
     figs = [_img(run.file(f"filters_{tag}.png"), f"{what}: all units, grouped by dominant tile, then by purity; zero is white")
             + "<br>" + _img(run.file(f"filters_{tag}_sample.png"), f"{what}: up to 12 units per tile", 420)
-            for tag, what in (("before_prune", "before pruning"), ("after_prune", "after pruning"), ("final", "final"))]
+            for tag, what in (("before_prune", "before pruning"), ("after_prune", "after pruning"), ("final", "final"))
+            if run.file(f"filters_{tag}.png").is_file()]
     if any(figs):
         out.append("<h2>Filters (first layer)</h2>" + "<br>".join(f for f in figs if f))
     structure = None
@@ -149,13 +108,24 @@ def run_sections(run: Run) -> list[str]:
                       for i, st in enumerate(spec["stages"])]
             out.append("<h2>Architecture (one row per stage, as structlearn export writes it)</h2>"
                        + _table(("stage", "type", "parameters", "evidence"), stages, "architecture"))
-        points = cached_sharing_curve(run)
-        if points:
-            plot_sharing_curve(points, run.file("sharing_curve.png"))
-            out.append("<h2>Weight sharing</h2>" + _img(run.file("sharing_curve.png"), "shared kernels and the share of "
-                       "units they explain, against the cosine threshold of the read-out (sharing.json)")
-                       + _table(("cosine threshold", "channels", "coverage", "kernel size"),
-                                [(p["threshold"], p["channels"], p["coverage"], p["kernel_size"]) for p in points], "sharing"))
+        for entry in structure["layers"]:
+            sh = entry.get("sharing")
+            if not isinstance(sh, dict) or "curve" not in sh:
+                continue
+            li, conv = entry["layer"], entry.get("conv") or {}
+            strict = (conv["channels"], conv["coverage"]) if "channels" in conv else None
+            png = run.file(f"sharing_layer{li}.png")
+            plot_sharing_curve(sh["curve"]["C"], sh["curve"]["weight_error"], sh["knee_C"], sh["channels"], png, strict)
+            out.append(f"<h2>Weight sharing, layer {li}</h2>" + _img(png, "weight error against the number of shared "
+                       "kernels, every unit covered (structure.json: sharing)")
+                       + _table(("shared kernels C", "weight error"), list(zip(sh["curve"]["C"], sh["curve"]["weight_error"])),
+                                f"sharing{li}")
+                       + ("<p>at the knee: " if sh.get("chosen_by") == "knee" else
+                          "<p>the curve has no knee (each added kernel buys about as much as the last): the smallest C with "
+                          "weight error at most 0.25, or all units, is shown: ")
+                       + f"C = {sh['channels']}, kernel {sh['kernel_size']}x{sh['kernel_size']}, "
+                       f"coverage {sh['coverage']:.3f}, weight error {sh['weight_error']:.4g}, response error on held-out "
+                       f"inputs {_fmt(sh.get('response_error'))}</p>")
         pngs = [_img(run.file(n), {"gabor": "filters beside their Gabor fits", "kernels": "shared kernels of the conv read-out"}
                      [n.split("_")[1]], 560) for e in structure["layers"] for n in e.get("pngs", [])]
         if any(pngs):

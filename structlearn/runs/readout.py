@@ -45,6 +45,7 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
     cfg = run.cfg
     layers: list[dict[str, Any]] = []
     kernels: dict[str, Tensor] = {}
+    shared: dict[str, dict[str, Tensor]] = {}
     for li, lcfg in enumerate(cfg.layers):
         entry: dict[str, Any] = {"layer": li, "objective": lcfg.objective}
         try:
@@ -72,6 +73,10 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
         entry.update(ls.summary)
         if ls.conv is not None:
             kernels[str(li)] = ls.conv.kernels.detach().cpu()
+        if ls.shared is not None:
+            sh = ls.shared
+            shared[str(li)] = {"kernels": sh.kernels.cpu(), "channel": sh.channel.cpu(), "gain": sh.gain.cpu(),
+                               "top": sh.top.cpu(), "left": sh.left.cpu()}
         if write and pngs:
             entry["pngs"] = _layer_pngs(run, li, filters, ls)
         layers.append(entry)
@@ -81,7 +86,7 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
         out["tile"] = list(cfg.data.tile)
         out["grid"] = list(cfg.data.grid)
     if write:
-        atomic_torch_save(run.file("structure_kernels.pt"), {"kernels": kernels})
+        atomic_torch_save(run.file("structure_kernels.pt"), {"kernels": kernels, "shared": shared})
         atomic_write_json(run.file("structure.json"), out)
     return out
 

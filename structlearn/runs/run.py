@@ -27,7 +27,7 @@ from structlearn.io import atomic_write_text, load_checkpoint, read_json
 from structlearn.objectives.base import Objective
 from structlearn.runtime import derive_seed
 
-STRUCTURE_VERSION = 2
+STRUCTURE_VERSION = 3  # 3: the full-coverage sharing section
 
 
 def safe_name(name: str, max_len: int = 80) -> str:
@@ -175,7 +175,13 @@ class Run:
         return s if isinstance(s, dict) and s.get("version") == STRUCTURE_VERSION else None
 
     def kernels(self) -> dict[int, Tensor]:
-        """The read-out's shared kernels per layer, ``{layer: (C, k, k)}`` (``structure_kernels.pt``)."""
+        """The strict read-out's conv kernels per layer, ``{layer: (C, k, k)}`` (``structure_kernels.pt``)."""
         path = self.file("structure_kernels.pt")
         return {} if not path.is_file() else {int(k): v for k, v in load_checkpoint(path)["kernels"].items()}
+
+    def shared(self) -> dict[int, dict[str, Tensor]]:
+        """The full-coverage shared kernels per layer (``structure_kernels.pt``): ``{layer:
+        {"kernels": (C, k, k), "channel", "gain", "top", "left": (n,)}}``."""
+        path = self.file("structure_kernels.pt")
+        return {} if not path.is_file() else {int(k): v for k, v in load_checkpoint(path).get("shared", {}).items()}
 

@@ -8,7 +8,11 @@ For a first layer (its inputs are images ``H x W``) with filters ``W: (n_units, 
   (:mod:`structlearn.structure.locality`);
 - ``gabor``: median Gabor-fit R^2, frequency, widths, Ringach's (n_x, n_y)
   (:mod:`structlearn.structure.gabor`);
-- ``conv``: channels, kernel size, stride, padding, coverage, pooling
+- ``sharing``: every unit as one of ``C`` shared kernels with its own gain and position
+  (:mod:`structlearn.structure.sharing`): the weight error against ``C``, ``C`` at its knee,
+  the kernels' coverage (1: every non-empty unit) and the error of the unit responses on the
+  held-out inputs;
+- ``conv``: the strict (exact-sharing) view: channels, kernel size, stride, padding, coverage, pooling
   (:func:`structlearn.structure.conv.conv_from_filters`) and the equivalence error
   ``||dense(x) - conv(x)|| / ||dense(x)||`` on real held-out inputs ``x``; for mosaics, the
   tile containment of the channel kernels (:func:`kernel_tile_containment`).
@@ -30,6 +34,7 @@ from structlearn.structure.conv import ConvReadout, conv_from_filters, equivalen
 from structlearn.structure.gabor import GaborFit, fit_gabor, gabor_summary
 from structlearn.structure.locality import locality_summary, single_tile, tile_purity
 from structlearn.structure.receptive_fields import check_filters, receptive_field_stats, receptive_field_summary
+from structlearn.structure.sharing import SharedKernels, fit_shared_kernels
 
 __all__ = ["STRUCTURE_COLUMNS", "LayerStructure", "format_structure_table", "kernel_tile_containment", "placed_kernels",
            "read_layer", "structure_rows"]
@@ -40,6 +45,7 @@ class LayerStructure:
     summary: dict[str, Any]  # JSON-ready numbers (the layer's entry in structure.json)
     gabor: GaborFit | None  # per-unit fits (None when the fit failed)
     conv: ConvReadout | None  # the convolution read-out (None when there is none)
+    shared: SharedKernels | None = None  # full-coverage sharing at the knee (None when not fitted)
 
 
 def placed_kernels(readout: ConvReadout) -> Tensor:
@@ -131,6 +137,7 @@ def read_layer(
     gabor_steps: int = 300,
     gabor_starts: int = 4,
     conv_kwargs: dict[str, Any] | None = None,
+    sharing: bool = True,
 ) -> LayerStructure:
     """Every read-out of one image layer.
 
@@ -141,6 +148,7 @@ def read_layer(
         groups: ``(n_units,)`` group id per unit (group sparse coding, pooled energy) -> pooling.
         gabor_steps, gabor_starts: :func:`fit_gabor` budget.
         conv_kwargs: extra arguments of :func:`conv_from_filters` (threshold, max_shift, ...).
+        sharing: fit the full-coverage shared kernels and their error-vs-C curve.
     """
     check_filters(filters)
     f = filters.detach()
@@ -171,7 +179,21 @@ def read_layer(
             tc, err = _section(kernel_tile_containment, readout, tile_map)
             conv["tile_containment"] = err or tc
         out["conv"] = conv
-    return LayerStructure(out, fit, readout)
+    shared = None
+    if sharing:
+        got, err = _section(fit_shared_kernels, f.double())
+        if got is None:
+            out["sharing"] = err
+        else:
+            shared, curve = got
+            sec = {**shared.to_dict(), "knee_C": curve["knee_C"], "chosen_by": curve["chosen_by"],
+                   "curve": {"C": curve["C"], "weight_error": curve["weight_error"]}}
+            if inputs is not None:
+                x = inputs.reshape(-1, h, w).double()
+                d = x.flatten(1) @ f.double().flatten(1).T
+                sec["response_error"] = float((d - shared.conv_responses(x)).norm() / d.norm().clamp_min(1e-300))
+            out["sharing"] = sec
+    return LayerStructure(out, fit, readout, shared)
 
 
 # ---------------------------------------------------------------------------- table
@@ -189,7 +211,7 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 
 STRUCTURE_COLUMNS = ("layer", "units", "density", "channels", "kernel", "stride", "pool", "coverage", "equiv. err",
-            "Gabor R2 (median)", "kernels in 1 tile")
+                     "Gabor R2 (median)", "kernels in 1 tile", "shared C", "shared: weight / response err")
 
 
 def structure_rows(structure: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
@@ -202,6 +224,7 @@ def structure_rows(structure: dict[str, Any]) -> tuple[list[list[str]], list[str
         tc = conv.get("tile_containment") or {}
         pool = conv.get("pooling")
         eq = conv.get("equivalence_error")
+        sh = e.get("sharing") or {}
         rows.append([
             _fmt(e.get("layer")), _fmt(e.get("n_units")), _fmt(e.get("density")),
             _fmt(conv.get("channels")), _fmt(conv.get("kernel_size")), _fmt(conv.get("stride")),
@@ -210,11 +233,14 @@ def structure_rows(structure: dict[str, Any]) -> tuple[list[list[str]], list[str
             _fmt(gab.get("median_r2")),
             f"{tc['channels_fit_tile']}/{conv.get('channels')} ch, {tc['single_tile_fraction']:.2f} units"
             if "channels_fit_tile" in tc else "-",
+            (f"{sh['channels']} ({'knee' if sh.get('chosen_by') == 'knee' else 'no knee'}, k {sh['kernel_size']}, "
+             f"cov. {_fmt(sh['coverage'])})") if "channels" in sh else "-",
+            f"{_fmt(sh['weight_error'])} / {_fmt(sh.get('response_error'))}" if "weight_error" in sh else "-",
         ])
         for key in ("error",):
             if key in e:
                 notes.append(f"layer {e.get('layer')}: {e[key]}")
-        for sec in ("receptive_fields", "gabor", "conv"):
+        for sec in ("receptive_fields", "gabor", "conv", "sharing"):
             if isinstance(e.get(sec), dict) and "error" in e[sec]:
                 notes.append(f"layer {e.get('layer')} {sec}: {e[sec]['error']}")
         if isinstance(eq, str):

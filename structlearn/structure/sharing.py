@@ -24,14 +24,17 @@ pixels, then, alternately,
 
 ``C`` grows one kernel at a time up to 16, then by doubling, each step adding as seeds the
 worst-explained units' patches (farthest-first); as the old kernels stay candidates, the error
-can only fall with ``C`` (up to the alternation's local optimum). The knee of ``E`` against
-``log C`` (Kneedle, :func:`structlearn.prune.sweep.knee`) picks ``C``.
+can only fall with ``C`` (up to the alternation's local optimum). ``C`` is taken at the knee
+of ``E`` against ``log C`` (:func:`convex_knee`) when the curve has one, else at the smallest
+``C`` with ``E <= max_error``: a layer whose units are local but all different (no small set of
+kernels explains them) has no knee, and the read-out says so.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,7 +42,7 @@ from torch import Tensor, nn
 from structlearn.structure.conv import support_kernel_size
 from structlearn.structure.receptive_fields import check_filters, window_energy
 
-__all__ = ["SharedKernels", "fit_shared_kernels", "sharing_curve", "unit_error"]
+__all__ = ["SharedKernels", "convex_knee", "fit_shared_kernels", "sharing_curve", "unit_error"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ class SharedKernels:
         """Unit responses through the convolution: ``x (m, H, W)`` -> ``(m, n)``, equal to
         ``x.flatten(1) @ self.dense().flatten(1).T``."""
         k = self.kernel_size
-        out = self.conv2d()(x[:, None].to(self.kernels.dtype))  # (m, C, H + k - 1, W + k - 1)
+        with torch.no_grad():
+            out = self.conv2d()(x[:, None].to(self.kernels.dtype))  # (m, C, H + k - 1, W + k - 1)
         live = self.channel >= 0
         r = (self.top + k - 1).clamp(0, out.shape[2] - 1)
         q = (self.left + k - 1).clamp(0, out.shape[3] - 1)
@@ -254,21 +258,41 @@ def sharing_curve(filters: Tensor, *, kernel_size: int | None = None, max_shift:
         K = torch.cat([K, new])
 
 
-def fit_shared_kernels(filters: Tensor, *, channels: int | None = None, **kwargs: Any) -> tuple[SharedKernels, dict[str, Any]]:
-    """The fit at ``channels`` kernels, or at the knee of the error-vs-``C`` curve when ``None``;
-    and the curve ``{"C": [...], "weight_error": [...], "knee_C": C}``."""
-    from structlearn.prune.sweep import knee
+def convex_knee(C: Sequence[int], error: Sequence[float], min_gap: float = 0.1) -> int | None:
+    """Index of the knee of a falling curve ``error(log C)``: the point farthest *below* the chord
+    from the first to the last point, both axes scaled to [0, 1] (Kneedle, Satopaa et al. 2011,
+    for a convex decreasing curve); ``None`` when no point lies at least ``min_gap`` below it
+    (the curve has no knee: every added kernel buys about as much as the last)."""
+    u = np.log(np.asarray(C, dtype=np.float64))
+    v = np.asarray(error, dtype=np.float64)
+    if u.size < 3 or u[-1] == u[0] or v[0] == v[-1]:
+        return None
+    un = (u - u[0]) / (u[-1] - u[0])
+    vn = (v - v[-1]) / (v[0] - v[-1])  # 1 at the first point, 0 at the last
+    below = (1 - un) - vn  # chord minus curve
+    i = int(np.argmax(below))
+    return i if below[i] >= min_gap else None
 
+
+def fit_shared_kernels(filters: Tensor, *, channels: int | None = None, max_error: float = 0.25,
+                       **kwargs: Any) -> tuple[SharedKernels, dict[str, Any]]:
+    """The fit at ``channels`` kernels when given; else at the knee of the error-vs-``C`` curve
+    (:func:`convex_knee`) when it has one, else at the smallest ``C`` whose weight error is at
+    most ``max_error`` (else the largest ``C``). Returns the fit and the curve ``{"C", "weight_error",
+    "knee_C" (None: no knee), "chosen_by": "channels" | "knee" | "max_error"}``."""
+    if not 0 < max_error <= 1:
+        raise ValueError(f"max_error={max_error!r} out of range; allowed: (0, 1]")
     fits = sharing_curve(filters, **kwargs)
     cs = [s.channels for s in fits]
     errs = [s.weight_error for s in fits]
+    k = convex_knee(cs, errs)
     if channels is not None:
-        pick = next((s for s in fits if s.channels >= channels), fits[-1])
-    elif len(fits) >= 3:
-        pick = fits[knee(cs, errs, log_x=True, monotone="decreasing")["index"]]
+        pick, how = next((s for s in fits if s.channels >= channels), fits[-1]), "channels"
+    elif k is not None:
+        pick, how = fits[k], "knee"
     else:
-        pick = fits[-1]
-    return pick, {"C": cs, "weight_error": errs, "knee_C": pick.channels}
+        pick, how = next((s for s in fits if s.weight_error <= max_error), fits[-1]), "max_error"
+    return pick, {"C": cs, "weight_error": errs, "knee_C": None if k is None else cs[k], "chosen_by": how}
 
 
 def unit_error(filters: Tensor, fit: SharedKernels) -> Tensor:

@@ -57,16 +57,21 @@ def plot_training_curves(rows: Sequence[dict[str, Any]], path: str | Path) -> li
     return [k for k, _ in keys]
 
 
-def plot_sharing_curve(points: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Weight sharing against the read-out's cosine threshold: shared kernels (channels, left
-    axis) and the share of units they explain (coverage, right axis)."""
-    plt, fig, (ax,) = _figure(1, 5.2)
-    t = [p["threshold"] for p in points]
-    ax.plot(t, [p["channels"] for p in points], "o-", color="C0")
-    ax.set_xlabel("cosine threshold a unit needs to join a shared kernel")
-    ax.set_ylabel("shared kernels (channels)", color="C0")
-    ax2 = ax.twinx()
-    ax2.plot(t, [p["coverage"] for p in points], "s--", color="C1")
-    ax2.set_ylabel("coverage (share of units explained)", color="C1")
-    ax2.set_ylim(0, 1.02)
+def plot_sharing_curve(C: Sequence[int], error: Sequence[float], knee_C: int | None, chosen_C: int, path: str | Path,
+                       strict: tuple[int, float] | None = None) -> None:
+    """The rate-distortion curve of weight sharing: weight error ``||W - W_hat||_F / ||W||_F``
+    against the number of shared kernels ``C`` (log axis), the knee (if any) and the chosen
+    ``C`` marked; ``strict``: the exact-sharing read-out's ``(channels, coverage)``, in the title."""
+    plt, fig, (ax,) = _figure(1, 5.6)
+    ax.plot(C, error, "o-", ms=3)
+    i = list(C).index(chosen_C)
+    what = "knee" if knee_C == chosen_C else "no knee; chosen"
+    ax.plot([chosen_C], [error[i]], "r*", ms=12, label=f"{what}: C = {chosen_C}, error {error[i]:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shared kernels C (every unit covered)")
+    ax.set_ylabel("weight error ||W - W_hat||_F / ||W||_F")
+    ax.set_ylim(0, max(1.0, max(error) * 1.05))
+    ax.legend(fontsize=8)
+    if strict is not None:
+        ax.set_title(f"strict cosine read-out: {strict[0]} channels cover {strict[1]:.3f} of the units", fontsize=8)
     _save(plt, fig, path)
