@@ -45,13 +45,35 @@ def test_module_shapes_follow_the_spec():
     (lambda s: s["stages"].append({"type": "attention"}), "allowed: conv2d, shared_conv, pool, activation, dense"),
     (lambda s: s["stages"][0].update(stride=[0, 2]), "stride"),
     (lambda s: s["stages"].append({"type": "activation", "fn": "gelu"}), "allowed: abs, log_abs, relu, identity"),
+    (lambda s: s["stages"].append({"type": "shared_conv", "out_channels": 0, "kernel_size": [3, 3], "units": 4}),
+     "out_channels must be a positive integer"),
+    (lambda s: s["stages"].append({"type": "dense", "out_features": 3, "masked": "yes"}), "masked='yes'"),
+    (lambda s: s.update(head={"num_classes": 0}), "head="),
+    (lambda s: s["stages"].append({"type": "activation", "fn": "group_l2"}), "group"),
 ])
 def test_bad_specs_are_named(mutate, msg):
+    """The validator names the problem, and the published JSON Schema refuses the same spec."""
+    import jsonschema
+
+    from structlearn.export.spec import schema
+
     spec = make_spec((12, 12), [{"type": "conv2d", "out_channels": 2, "kernel_size": [3, 3],
                                  "stride": [1, 1], "padding": [0, 0]}])
+    jsonschema.validate(spec, schema())  # the good one passes both
     mutate(spec)
     with pytest.raises(ValueError, match=msg):
         validate_spec(spec)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spec, schema())
+
+
+def test_the_schema_is_a_valid_schema_and_ships():
+    import jsonschema
+
+    from structlearn.export.spec import SCHEMA_PATH, schema
+
+    jsonschema.Draft202012Validator.check_schema(schema())
+    assert SCHEMA_PATH.name == "architecture.schema.json"
 
 
 def test_kernels_larger_than_input_or_mismatched_are_refused():
@@ -79,6 +101,11 @@ def test_export_command_on_a_finished_run(tmp_path):
     assert main(["export", str(tmp_path)]) == 0
     spec = json.loads((tmp_path / "architecture.json").read_text())
     validate_spec(spec)
+    import jsonschema
+
+    from structlearn.export.spec import schema
+
+    jsonschema.validate(spec, schema())  # what export writes passes the published schema
     st = spec["stages"][0]
     assert spec["version"] == 2 and spec["input"]["shape"] == [8, 8] and st["type"] == "shared_conv"
     assert st["units"] == 16 and st["evidence"]["coverage"] == 1.0  # every unit is covered

@@ -32,7 +32,9 @@ dense layer's responses at the covered units.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -160,13 +162,27 @@ def _pair(v: Any, name: str) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
+SCHEMA_PATH = Path(__file__).with_name("architecture.schema.json")  # the published JSON Schema (package data)
+
+
+def schema() -> dict[str, Any]:
+    """The spec's JSON Schema (draft 2020-12), for pipelines that validate without structlearn."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
 def validate_spec(spec: dict[str, Any]) -> None:
-    """Raise ``ValueError`` naming the first problem (format, version, stage fields)."""
+    """Raise ``ValueError`` naming the first problem (format, version, stage fields). Checks what
+    the JSON Schema (:func:`schema`) states, plus what it does not: version-2 stages in a
+    version-1 spec (the tests hold the two to the same verdicts on the specs both judge)."""
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise ValueError(f"not a structlearn architecture spec (format must be {FORMAT!r})")
     if spec.get("version") not in VERSIONS:
         raise ValueError(f"spec version {spec.get('version')!r}; allowed: {', '.join(map(str, VERSIONS))}")
     _pair(spec["input"]["shape"], "input.shape")
+    head = spec.get("head")
+    if head is not None and (not isinstance(head, dict) or isinstance(head.get("num_classes"), bool)
+                             or not isinstance(head.get("num_classes"), int) or head["num_classes"] < 1):
+        raise ValueError(f"head={head!r}; allowed: {{'num_classes': a positive integer}} or no head")
     for i, st in enumerate(spec["stages"]):
         t = st.get("type")
         if t not in STAGE_TYPES:
