@@ -1,7 +1,9 @@
 """Plug-in points: the entry-point group loads the NAS plugin; its space is centred on the spec."""
+import json
 from importlib.metadata import entry_points
 
 import optuna
+import pytest
 import torch
 
 from structlearn.export import EXPORTERS, build_module, make_spec
@@ -41,3 +43,44 @@ def test_nas_trials_sample_valid_buildable_specs(tmp_path):
     study.optimize(objective, n_trials=12)
     assert len(study.trials) == 12 and len(shapes) > 1  # the space really varies the architecture
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+SHARED = make_spec((12, 12), [
+    {"type": "shared_conv", "out_channels": 6, "kernel_size": [5, 5], "units": 40},
+    {"type": "activation", "fn": "abs"},
+    {"type": "dense", "out_features": 10},
+    {"type": "activation", "fn": "relu"},
+    {"type": "dense", "out_features": 4},
+])
+
+
+@pytest.mark.parametrize("spec", [SPEC, SHARED], ids=["conv", "shared_conv"])
+def test_optuna_distributions_seeding_and_the_sampled_names_agree(spec, tmp_path):
+    """The `optuna` export is Optuna's own distribution JSON, keyed by the names suggest_spec
+    samples; the discovered architecture is a point of that space and seeds a study's first trial."""
+    from optuna.distributions import json_to_distribution
+
+    import structlearn_nas
+
+    EXPORTERS.create("optuna")(spec, tmp_path / "space.json")
+    loaded = {k: json_to_distribution(v) for k, v in json.loads((tmp_path / "space.json").read_text()).items()}
+    assert loaded == structlearn_nas.distributions(spec)
+    seeded = structlearn_nas.discovered_params(spec)
+    assert set(seeded) == set(loaded) and all(loaded[k]._contains(loaded[k].to_internal_repr(v)) for k, v in seeded.items())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    assert structlearn_nas.seed_study(study, spec) == seeded
+    names: list[set] = []
+
+    def objective(trial):
+        s = structlearn_nas.suggest_spec(trial, spec)
+        names.append(set(trial.params))
+        return float(build_module(s)(torch.randn(2, 1, *spec["input"]["shape"])).numel())
+
+    study.optimize(objective, n_trials=6)
+    first = study.trials[0]
+    assert first.params == seeded and first.user_attrs["seeded_from"] == "spec"
+    assert all(n == set(loaded) for n in names)
+    base = structlearn_nas.suggest_spec(optuna.trial.FixedTrial(seeded), spec)  # the seed is the discovered shape
+    assert [st["type"] for st in base["stages"]] == [("conv2d" if st["type"] == "shared_conv" else st["type"])
+                                                     for st in spec["stages"]]
+    assert base["stages"][0]["out_channels"] == spec["stages"][0]["out_channels"]

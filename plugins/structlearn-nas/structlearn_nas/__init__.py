@@ -4,8 +4,17 @@ The discovered spec says *which* operations the data asked for (convolutions of 
 support and stride, energy pooling); a NAS search then only tunes their sizes. The space
 for a conv stage with C channels, k x k kernels and stride s is
 
-    channels in {C/2, C, 2C},  kernel in {k-2, k, k+2} (odd, >= 1),  stride in {s, s+1}
-    (clipped at 1), and each pool stage may be kept or dropped.
+    channels in {C/2, C, 2C},  kernel in {k-2, k, k+2} (same parity, >= 1),  stride in {s, s+1}
+    (clipped at 1), and each pool stage may be kept or dropped. A shared_conv stage (every unit
+    of the layer on C shared k x k kernels) becomes, in a sampled spec, a conv2d trained from
+    scratch: channels and kernel as above, stride in {1, 2}, "same" padding. A dense stage
+    (other than the last) may be 1/2, 1 or 2 times as wide.
+
+Formats of the same space (parameter names are the ones :func:`suggest_spec` uses):
+``distributions(spec)`` (Optuna distributions; the ``optuna`` exporter writes them with
+``optuna.distributions.distribution_to_json``), ``discovered_params(spec)`` (the discovered
+architecture as one point of the space) and ``seed_study(study, spec)`` (enqueue it as the
+first trial, so a search starts from what discovery found).
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["search_space", "suggest_spec", "register"]
+__all__ = ["discovered_params", "distributions", "search_space", "seed_study", "suggest_spec", "register"]
 
 
 def _choices(v: int, deltas: tuple[int, ...], low: int = 1) -> list[int]:
@@ -26,6 +35,7 @@ def search_space(spec: dict[str, Any]) -> dict[str, Any]:
 
     validate_spec(spec)
     out = []
+    last_dense = max([i for i, st in enumerate(spec["stages"]) if st["type"] == "dense"], default=-1)
     for i, st in enumerate(spec["stages"]):
         if st["type"] == "conv2d":
             c, k, s = st["out_channels"], st["kernel_size"][0], st["stride"][0]
@@ -33,9 +43,53 @@ def search_space(spec: dict[str, Any]) -> dict[str, Any]:
                         "out_channels": sorted({max(1, c // 2), c, 2 * c}),
                         "kernel_size": [x for x in _choices(k, (-2, 0, 2)) if x % 2 == k % 2],
                         "stride": _choices(s, (0, 1))})
+        elif st["type"] == "shared_conv":
+            c, k = st["out_channels"], st["kernel_size"][0]
+            out.append({"index": i, "type": "shared_conv", "out_channels": sorted({max(1, c // 2), c, 2 * c}),
+                        "kernel_size": [x for x in _choices(k, (-2, 0, 2)) if x % 2 == k % 2], "stride": [1, 2]})
         elif st["type"] == "pool":
             out.append({"index": i, "type": "pool", "keep": [True, False]})
+        elif st["type"] == "dense" and i < last_dense:
+            n = st["out_features"]
+            out.append({"index": i, "type": "dense", "out_features": sorted({max(1, n // 2), n, 2 * n})})
     return {"format": "structlearn.nas_space", "version": 1, "base": spec, "stages": out}
+
+
+PARAMS = {"conv2d": (("channels", "out_channels"), ("kernel", "kernel_size"), ("stride", "stride")),
+          "shared_conv": (("channels", "out_channels"), ("kernel", "kernel_size"), ("stride", "stride")),
+          "dense": (("width", "out_features"),), "pool": (("keep", "keep"),)}
+
+
+def distributions(spec: dict[str, Any]) -> dict[str, Any]:
+    """``{param name: optuna.distributions.CategoricalDistribution}``, the names of :func:`suggest_spec`."""
+    from optuna.distributions import CategoricalDistribution
+
+    return {f"s{st['index']}_{name}": CategoricalDistribution(st[key])
+            for st in search_space(spec)["stages"] for name, key in PARAMS[st["type"]]}
+
+
+def discovered_params(spec: dict[str, Any]) -> dict[str, Any]:
+    """The discovered architecture as a point of the space (stride 1 for a shared_conv)."""
+    base = spec["stages"]
+    out: dict[str, Any] = {}
+    for st in search_space(spec)["stages"]:
+        b, i = base[st["index"]], st["index"]
+        if st["type"] in ("conv2d", "shared_conv"):
+            out.update({f"s{i}_channels": b["out_channels"], f"s{i}_kernel": b["kernel_size"][0],
+                        f"s{i}_stride": b.get("stride", [1, 1])[0]})
+        elif st["type"] == "dense":
+            out[f"s{i}_width"] = b["out_features"]
+        else:
+            out[f"s{i}_keep"] = True
+    return out
+
+
+def seed_study(study: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Enqueue the discovered architecture as the study's next trial (``study.enqueue_trial``);
+    returns the enqueued parameters."""
+    params = discovered_params(spec)
+    study.enqueue_trial(params, user_attrs={"seeded_from": spec.get("source", {}).get("run", "spec")})
+    return params
 
 
 def suggest_spec(trial, spec: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +108,17 @@ def suggest_spec(trial, spec: dict[str, Any]) -> dict[str, Any]:
             new["stages"][i].update(out_channels=c, kernel_size=[k, k], stride=[s, s])
             pad = new["stages"][i]["padding"][0]
             new["stages"][i]["padding"] = [min(pad, k // 2)] * 2
+        elif st["type"] == "shared_conv":  # trained from scratch: a plain conv with "same" padding
+            c = trial.suggest_categorical(f"s{i}_channels", st["out_channels"])
+            k = trial.suggest_categorical(f"s{i}_kernel", st["kernel_size"])
+            s = trial.suggest_categorical(f"s{i}_stride", st["stride"])
+            new["stages"][i] = {"type": "conv2d", "out_channels": c, "kernel_size": [k, k], "stride": [s, s],
+                                "padding": [k // 2, k // 2], "evidence": dict(spec["stages"][i].get("evidence", {}),
+                                                                                from_shared_conv=True)}
+        elif st["type"] == "dense":
+            n = trial.suggest_categorical(f"s{i}_width", st["out_features"])
+            new["stages"][i] = {k: v for k, v in new["stages"][i].items() if k != "masked"}  # a new width: fresh weights
+            new["stages"][i]["out_features"] = n
         elif not trial.suggest_categorical(f"s{i}_keep", st["keep"]):
             drop.add(i)
     new["stages"] = [st for i, st in enumerate(new["stages"]) if i not in drop]
@@ -69,6 +134,16 @@ def register() -> None:
 
     if "optuna_space" in EXPORTERS:
         return
+
+    @EXPORTERS.register("optuna")
+    def _optuna_factory():
+        def write(spec: dict[str, Any], path: Path) -> None:
+            """``{name: distribution JSON}``: ``optuna.distributions.json_to_distribution`` loads each."""
+            from optuna.distributions import distribution_to_json
+
+            atomic_write_json(path, {k: distribution_to_json(d) for k, d in distributions(spec).items()})
+
+        return write
 
     @EXPORTERS.register("optuna_space")
     def _factory():
