@@ -159,3 +159,36 @@ def test_onnx_and_torch_export_of_a_discovered_network(tmp_path):
     ep = torch.export.export(net, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     x = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(ep.module()(x), net(x))
+
+
+def test_discovered_net_follows_timms_model_interface(tmp_path):
+    """A timm-style check of the exported classifier (timm itself needs torchvision, which does
+    not install beside this torch build): output shape, no NaN, every parameter gets a gradient,
+    reset_classifier, features-only with num_classes=0, forward_head(pre_logits)."""
+    import structlearn_nas
+    from structlearn.cli import main
+    from structlearn.config import dump_config, load_config
+    from structlearn.testing import trainer_in
+
+    cfg = load_config(None, ["data.grid=[2,2]", "data.tile=[4,4]", "data.n_train=800", "data.n_test=100",
+                             "layers=[{n_units: 16, steps: 5, prune: {finetune_steps: 0}}, {n_units: 6, steps: 5}]",
+                             "wandb=disabled"])
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    trainer_in(cfg, tmp_path).run()
+    assert main(["export", str(tmp_path)]) == 0
+    create = structlearn_nas.model_factory(tmp_path / "architecture.json", "tiny")
+    assert create.__name__ == "structlearn_tiny"
+    net = create(pretrained=True, num_classes=10)
+    x = torch.randn(4, 1, 8, 8)
+    out = net(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, missing
+    assert net.num_features == 6 and net.forward_features(x).shape == (4, 6)
+    torch.testing.assert_close(net.forward_head(net.forward_features(x), pre_logits=True), net.forward_features(x))
+    net.reset_classifier(3)
+    assert net(x).shape == (4, 3) and net.get_classifier().out_features == 3
+    assert create(num_classes=0)(x).shape == (4, 6)
+    with pytest.raises(ValueError, match="num_classes=-1 out of range"):
+        create(num_classes=-1)

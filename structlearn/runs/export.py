@@ -46,7 +46,7 @@ def spec_from_run(run: Run, conv_kwargs: dict[str, Any] | None = None, sharing: 
             strict = {k: conv.get(k) for k in ("channels", "coverage", "equivalence_error")} if isinstance(conv, dict) else {}
             stages.append(shared_conv_stage({**sh, "unit_channel": shared[li]["channel"].tolist()},
                                             {**ev, "exact_sharing": strict}))
-            kernels.append(shared[li])
+            kernels.append({k: v.float() if v.is_floating_point() else v for k, v in shared[li].items()})  # float32, as the rest
             flowing = int(entry["n_units"])
         elif li == 0 and isinstance(conv, dict) and "error" not in conv and li in saved:
             stages.append(conv_stage(conv, {**ev, "equivalence_error": conv.get("equivalence_error")}))

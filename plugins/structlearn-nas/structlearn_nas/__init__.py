@@ -22,7 +22,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["discovered_params", "distributions", "search_space", "seed_study", "suggest_spec", "register"]
+__all__ = ["discovered_params", "distributions", "model_factory", "register_timm", "search_space", "seed_study",
+           "suggest_spec", "register"]
 
 
 def _choices(v: int, deltas: tuple[int, ...], low: int = 1) -> list[int]:
@@ -125,6 +126,46 @@ def suggest_spec(trial, spec: dict[str, Any]) -> dict[str, Any]:
     new["source"] = dict(new.get("source", {}), nas_trial=trial.number)
     validate_spec(new)
     return new
+
+
+def model_factory(spec_path: str | Path, name: str) -> Any:
+    """``structlearn_<name>(pretrained=False, num_classes=10, **kwargs)``: a timm-style factory of
+    :class:`structlearn.export.model.DiscoveredNet` for the spec at ``spec_path`` (its kernels
+    from ``<stem>_kernels.pt`` beside it, when there)."""
+    import json
+
+    import torch
+
+    from structlearn.export.model import DiscoveredNet
+
+    spec_path = Path(spec_path)
+    spec = json.loads(spec_path.read_text())
+    kfile = spec_path.with_name(spec_path.stem + "_kernels.pt")
+
+    def factory(pretrained: bool = False, num_classes: int = 10, **kwargs: Any) -> Any:
+        kernels = torch.load(kfile)["kernels"] if kfile.is_file() else None
+        if pretrained and kernels is None:
+            raise ValueError(f"pretrained=True needs the discovered kernels: {kfile} is missing")
+        return DiscoveredNet(spec, kernels if pretrained or kernels is not None else None, num_classes=num_classes, **kwargs)
+
+    factory.__name__ = f"structlearn_{name}"
+    factory.__qualname__ = factory.__name__
+    factory.__module__ = __name__
+    return factory
+
+
+def register_timm(spec_path: str | Path, name: str) -> str:
+    """Register the spec with timm (``timm.create_model('structlearn_<name>', num_classes=...)``);
+    returns the model name. Needs timm (and so torchvision)."""
+    try:
+        from timm.models import register_model
+    except ImportError as e:
+        raise ValueError(f"register_timm needs timm ({e.name} is missing); allowed: pip install timm, or use "
+                         f"model_factory(spec_path, name) directly") from None
+    factory = model_factory(spec_path, name)
+    globals()[factory.__name__] = factory  # timm records the defining module's attribute
+    register_model(factory)
+    return factory.__name__
 
 
 def register() -> None:
