@@ -49,8 +49,22 @@ __all__ = [
 ]
 
 
+class KernelBank:
+    """``channels`` and ``kernel_size`` of a read-out holding ``kernels: (C, k, k)``."""
+
+    kernels: Tensor
+
+    @property
+    def channels(self) -> int:
+        return int(self.kernels.shape[0])
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.kernels.shape[-1])
+
+
 @dataclass(frozen=True)
-class ConvReadout:
+class ConvReadout(KernelBank):
     """A convolutional stage equivalent to (part of) a dense layer.
 
     Per-unit tensors have shape ``(n_units,)``; uncovered units have ``channel = out_y = out_x = -1``,
@@ -72,14 +86,6 @@ class ConvReadout:
     empty: Tensor  # (n,) bool: all-zero filter
     threshold: float
     pooling: PoolSpec | None = None
-
-    @property
-    def channels(self) -> int:
-        return int(self.kernels.shape[0])
-
-    @property
-    def kernel_size(self) -> int:
-        return int(self.kernels.shape[-1])
 
     @property
     def coverage(self) -> float:

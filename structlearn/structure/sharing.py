@@ -39,14 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structlearn.structure.conv import support_kernel_size
+from structlearn.structure.conv import KernelBank, support_kernel_size
 from structlearn.structure.receptive_fields import check_filters, window_energy
 
 __all__ = ["SharedKernels", "convex_knee", "fit_shared_kernels", "sharing_curve", "unit_error"]
 
 
 @dataclass(frozen=True)
-class SharedKernels:
+class SharedKernels(KernelBank):
     """``C`` kernels and, per unit, ``channel`` (-1: empty unit), signed ``gain`` and the kernel's
     top-left pixel ``(top, left)`` (may lie outside the image: the kernel is then cropped)."""
 
@@ -57,14 +57,6 @@ class SharedKernels:
     left: Tensor  # (n,) long
     input_shape: tuple[int, int]
     weight_error: float  # ||W - W_hat||_F / ||W||_F
-
-    @property
-    def channels(self) -> int:
-        return int(self.kernels.shape[0])
-
-    @property
-    def kernel_size(self) -> int:
-        return int(self.kernels.shape[-1])
 
     @property
     def coverage(self) -> float:
