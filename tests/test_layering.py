@@ -29,8 +29,9 @@ LAYER_OF = {unit: layer for layer, units in LAYERS.items() for unit in units}
 
 # third-party modules a function may import late: optional, or slow to import (the standard
 # library may always be imported late)
-LATE_OK = {"wandb", "optuna", "matplotlib", "sklearn", "tqdm", "threadpoolctl", "psycopg2", "sqlalchemy", "skimage",
-           "scipy", "PIL", "yaml", "torch", "numpy"}  # numpy: the CIFAR unpickler probes numpy._core and numpy.core
+LATE_OK = {"wandb", "optuna", "onnx", "onnxscript", "matplotlib", "sklearn", "tqdm", "threadpoolctl", "psycopg2",
+           "sqlalchemy", "skimage", "scipy", "PIL", "yaml", "torch",
+           "numpy"}  # numpy: the CIFAR unpickler probes numpy._core and numpy.core
 # (file, function) pairs allowed to change process state: entry points only
 STATE_OK = {("commands/__init__.py", "set_threads"),
             ("commands/bench.py", "_limit_threads"), ("depth/study.py", "_worker_entry"), ("cli.py", "main"),

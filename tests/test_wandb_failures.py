@@ -37,19 +37,23 @@ def test_wandb_online_failure_is_one_line_within_30_s(case, tmp_path):
 
 def test_report_with_unreachable_wandb_is_one_line_and_keeps_the_readout(tmp_path):
     """The read-out is written whatever W&B does: `report --wandb online` with no reachable
-    host says so in one line within 30 s and exits 0."""
+    host says so in one line, adds less than 30 s to the same report without W&B, and exits 0."""
     out = tmp_path / "runs"
     r = subprocess.run([sys.executable, "-m", "structlearn.cli", "discover", *ARGS[:-3], "--wandb", "disabled", "--no-progress",
                         "--no-html", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (run,) = out.iterdir()
-    (run / "structure.json").unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path / "home"), WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "structlearn.cli", "report", str(run), "--wandb", "online"],
-                       capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert r.returncode == 0 and time.monotonic() - t0 < 30, r.stderr
+    took = {}
+    for mode in ("disabled", "online"):  # the same recomputed read-out, without and with the W&B attempt
+        (run / "structure.json").unlink()
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "structlearn.cli", "report", str(run), "--wandb", mode],
+                           capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+        took[mode] = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+    assert took["online"] - took["disabled"] < 30, took  # what W&B adds: its 15 s init timeout and the line
     lines = [x for x in r.stderr.splitlines() if "W&B" in x]
     assert len(lines) == 1 and "could not log the read-out" in lines[0] and "the files are written" in lines[0]
     assert "Traceback" not in r.stderr

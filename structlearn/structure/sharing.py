@@ -19,8 +19,9 @@ pixels, then, alternately,
 
 1. assign: each unit takes the kernel, shift ``|d| <= max_shift`` and sign that maximise
    ``|<p_i(d), K_c>|`` (its gain is that inner product);
-2. update: ``K_c`` is the leading eigenvector of ``sum_{i in c} p_i p_i^T`` (the best unit-norm
-   kernel for its members in the least-squares sense, sign-free).
+2. update: ``K_c`` moves to the leading eigenvector of ``sum_{i in c} p_i p_i^T`` (the best
+   unit-norm kernel for its members in the least-squares sense, sign-free) by power iterations
+   warm-started at the current kernel, without forming the ``k^2 x k^2`` matrices.
 
 ``C`` grows one kernel at a time up to 16, then by doubling, each step adding as seeds the
 worst-explained units' patches (farthest-first); as the old kernels stay candidates, the error
@@ -139,19 +140,22 @@ def _assign(p: Tensor, K: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return best % K.shape[0], best // K.shape[0], gain
 
 
-def _update(p: Tensor, chan: Tensor, shift: Tensor, K: Tensor) -> Tensor:
-    """Each used kernel -> the leading eigenvector of its members' scatter matrix (sign fixed so
-    that its largest entry is positive); unused kernels stay."""
+def _update(p: Tensor, chan: Tensor, shift: Tensor, K: Tensor, steps: int = 10) -> Tensor:
+    """Each used kernel -> towards the leading eigenvector of its members' scatter matrix
+    ``sum_i p_i p_i^T``, by ``steps`` power iterations warm-started at the current kernel
+    (``v <- S^T S v / ||.||``, batched over kernels without forming the ``k^2 x k^2`` matrices:
+    O(n k^2) per step; each step can only raise ``sum_i <p_i, v>^2``, so the error never rises);
+    sign fixed so that the largest entry is positive; unused kernels stay."""
     sel = p[torch.arange(p.shape[0], device=p.device), shift]  # (n, k*k)
-    c = K.shape[0]
-    scatter = torch.zeros(c, sel.shape[1], sel.shape[1], dtype=p.dtype, device=p.device)
-    scatter.index_add_(0, chan, sel[:, :, None] * sel[:, None, :])
-    used = torch.bincount(chan, minlength=c) > 0
-    _, vecs = torch.linalg.eigh(scatter)  # ascending
-    top = vecs[:, :, -1]  # (C, k*k)
-    sign = torch.sign(top.gather(1, top.abs().argmax(1, keepdim=True)))
-    new = (top * sign).reshape(K.shape)
-    return torch.where(used[:, None, None], new, K)
+    c, d = K.shape[0], sel.shape[1]
+    v = K.reshape(c, d)
+    for _ in range(steps):
+        proj = (sel * v[chan]).sum(1)  # (n,)
+        new = torch.zeros(c, d, dtype=p.dtype, device=p.device).index_add_(0, chan, proj[:, None] * sel)
+        norm = new.norm(dim=1, keepdim=True)
+        v = torch.where(norm > 0, new / norm.clamp_min(torch.finfo(p.dtype).tiny), v)
+    sign = torch.sign(v.gather(1, v.abs().argmax(1, keepdim=True)))
+    return (v * torch.where(sign == 0, torch.ones_like(sign), sign)).reshape(K.shape)
 
 
 def _refine(p: Tensor, K: Tensor, max_iter: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
