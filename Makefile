@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml plugins/structlearn-nas/pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[test,bench,lint]"
 	$(BIN)/python -m pip install -q -e plugins/structlearn-nas
+	$(BIN)/python -m pip install -q --no-deps "syne-tune==0.16.0"  # only its config-space JSON, for the NAS plugin's test (its deps are 1.2 GB)
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: discovery on the bundled images (experiments/mosaic_sparse.yaml)

@@ -84,3 +84,20 @@ def test_optuna_distributions_seeding_and_the_sampled_names_agree(spec, tmp_path
     assert [st["type"] for st in base["stages"]] == [("conv2d" if st["type"] == "shared_conv" else st["type"])
                                                      for st in spec["stages"]]
     assert base["stages"][0]["out_channels"] == spec["stages"][0]["out_channels"]
+
+
+@pytest.mark.parametrize("spec", [SPEC, SHARED], ids=["conv", "shared_conv"])
+def test_syne_tune_reads_the_exported_space(spec, tmp_path):
+    """The `syne` export is Syne Tune's own config-space JSON (read back with its
+    config_space_from_json_dict); the discovered point is a valid configuration of it."""
+    import structlearn_nas
+    from syne_tune.config_space import Categorical, config_space_from_json_dict
+
+    EXPORTERS.create("syne")(spec, tmp_path / "syne.json")
+    space = config_space_from_json_dict(json.loads((tmp_path / "syne.json").read_text()))
+    dists = structlearn_nas.distributions(spec)
+    assert set(space) == set(dists)
+    for name, dom in space.items():
+        assert isinstance(dom, Categorical) and list(dom.categories) == list(dists[name].choices)
+    point = structlearn_nas.discovered_params(spec)
+    assert all(point[k] in space[k].categories for k in space)

@@ -12,7 +12,8 @@ for a conv stage with C channels, k x k kernels and stride s is
 
 Formats of the same space (parameter names are the ones :func:`suggest_spec` uses):
 ``distributions(spec)`` (Optuna distributions; the ``optuna`` exporter writes them with
-``optuna.distributions.distribution_to_json``), ``discovered_params(spec)`` (the discovered
+``optuna.distributions.distribution_to_json``), ``syne_config_space(spec)`` (Syne Tune's
+config-space JSON; the ``syne`` exporter), ``discovered_params(spec)`` (the discovered
 architecture as one point of the space) and ``seed_study(study, spec)`` (enqueue it as the
 first trial, so a search starts from what discovery found).
 """
@@ -22,7 +23,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["discovered_params", "distributions", "model_factory", "register_timm", "search_space", "seed_study",
+__all__ = ["discovered_params", "distributions", "model_factory", "syne_config_space", "register_timm", "search_space", "seed_study",
            "suggest_spec", "register"]
 
 
@@ -66,6 +67,16 @@ def distributions(spec: dict[str, Any]) -> dict[str, Any]:
     from optuna.distributions import CategoricalDistribution
 
     return {f"s{st['index']}_{name}": CategoricalDistribution(st[key])
+            for st in search_space(spec)["stages"] for name, key in PARAMS[st["type"]]}
+
+
+def syne_config_space(spec: dict[str, Any]) -> dict[str, Any]:
+    """The space in Syne Tune's JSON form (what ``syne_tune.config_space.config_space_to_json_dict``
+    writes and ``config_space_from_json_dict`` reads: one ``Categorical`` domain per parameter,
+    uniform sampler), keyed by the names of :func:`suggest_spec`. Seed a Syne Tune scheduler
+    with ``points_to_evaluate=[discovered_params(spec)]``."""
+    return {f"s{st['index']}_{name}": {"domain_cls": "Categorical", "domain_kwargs": {"categories": list(st[key])},
+                                       "sampler_cls": "Uniform", "sampler_kwargs": {}}
             for st in search_space(spec)["stages"] for name, key in PARAMS[st["type"]]}
 
 
@@ -175,6 +186,14 @@ def register() -> None:
 
     if "optuna_space" in EXPORTERS:
         return
+
+    @EXPORTERS.register("syne")
+    def _syne_factory():
+        def write(spec: dict[str, Any], path: Path) -> None:
+            """Syne Tune's config-space JSON (:func:`syne_config_space`)."""
+            atomic_write_json(path, syne_config_space(spec))
+
+        return write
 
     @EXPORTERS.register("optuna")
     def _optuna_factory():
