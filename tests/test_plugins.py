@@ -90,8 +90,9 @@ def test_optuna_distributions_seeding_and_the_sampled_names_agree(spec, tmp_path
 def test_syne_tune_reads_the_exported_space(spec, tmp_path):
     """The `syne` export is Syne Tune's own config-space JSON (read back with its
     config_space_from_json_dict); the discovered point is a valid configuration of it."""
-    import structlearn_nas
     from syne_tune.config_space import Categorical, config_space_from_json_dict
+
+    import structlearn_nas
 
     EXPORTERS.create("syne")(spec, tmp_path / "syne.json")
     space = config_space_from_json_dict(json.loads((tmp_path / "syne.json").read_text()))

@@ -23,8 +23,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["discovered_params", "distributions", "model_factory", "syne_config_space", "register_timm", "search_space", "seed_study",
-           "suggest_spec", "register"]
+__all__ = ["discovered_params", "distributions", "model_factory", "register", "register_timm", "search_space",
+           "seed_study", "suggest_spec", "syne_config_space"]
 
 
 def _choices(v: int, deltas: tuple[int, ...], low: int = 1) -> list[int]:
