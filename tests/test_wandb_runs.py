@@ -213,6 +213,7 @@ def test_bad_sweep_values_are_one_line_and_leave_no_folder(tmp_path):
     assert not (tmp_path / "cwd" / "runs").exists() or not any((tmp_path / "cwd" / "runs").iterdir())
 
 
+@pytest.mark.slow  # ~31 s (W&B's 15 s init timeout, then a run): kept out of the default suite's 10 minutes
 def test_online_or_offline_falls_back_and_says_so(tmp_path):
     """A key but no reachable host: W&B's init gives up within its timeout; the run goes on
     offline, and one line says what happened."""
