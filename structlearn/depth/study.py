@@ -261,10 +261,11 @@ class TrialRuns:
     one line says so and the search goes on without it: every trial is in the study's storage."""
 
     def __init__(self, run_dir: Path, cfg: SearchConfig, mode: str, study_name: str, log: Callable[[str], None]) -> None:
+        from structlearn.runs.wandb_run import identity
+
         w = cfg.run.wandb
         self.run_dir, self.mode, self.log, self.study_name = run_dir, mode, log, study_name
-        self.identity = {"project": w.project, "entity": w.entity, "group": w.group or study_name,
-                         "job_type": w.job_type or "search-trial", "tags": [*w.tags, study_name]}
+        self.identity = {**identity(cfg.run, "search-trial"), "group": w.group or study_name, "tags": [*w.tags, study_name]}
         self.search = cfg.to_dict()
         self.failed = False
 
