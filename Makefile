@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml plugins/structlearn-nas/pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,bench,lint]"
 	$(BIN)/python -m pip install -q -e plugins/structlearn-nas
 	$(BIN)/python -m pip install -q --no-deps "syne-tune==0.16.0"  # only its config-space JSON, for the NAS plugin's test (its deps are 1.2 GB)
+	$(BIN)/python -m pip install -q "ray[tune]==2.60.0"  # Ray Tune's own API, for the NAS plugin's ray export test
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: discovery on the bundled images (experiments/mosaic_sparse.yaml)

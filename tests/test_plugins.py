@@ -102,3 +102,35 @@ def test_syne_tune_reads_the_exported_space(spec, tmp_path):
         assert isinstance(dom, Categorical) and list(dom.categories) == list(dists[name].choices)
     point = structlearn_nas.discovered_params(spec)
     assert all(point[k] in space[k].categories for k in space)
+
+
+@pytest.mark.parametrize("spec", [SPEC, SHARED], ids=["conv", "shared_conv"])
+def test_ray_tune_takes_the_exported_space_and_starts_from_the_discovered_point(spec, tmp_path):
+    """The `ray` export, loaded as Ray Tune's own `tune.choice` domains, drives Ray's OptunaSearch:
+    its first suggestion is the discovered architecture (points_to_evaluate), later ones stay in
+    the space, and every suggestion builds as a spec through suggest_spec."""
+    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.sample import Categorical
+
+    import structlearn_nas
+
+    EXPORTERS.create("ray")(spec, tmp_path / "ray.json")
+    space, points = structlearn_nas.load_ray_space(tmp_path / "ray.json")
+    dists = structlearn_nas.distributions(spec)
+    assert set(space) == set(dists)
+    assert all(isinstance(d, Categorical) and list(d.categories) == list(dists[k].choices) for k, d in space.items())
+    assert points == [structlearn_nas.discovered_params(spec)]
+    search = OptunaSearch(space=space, metric="acc", mode="max", points_to_evaluate=points,
+                          sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = [search.suggest(f"t{i}") for i in range(6)]
+    assert configs[0] == points[0]
+    assert len({tuple(sorted(c.items())) for c in configs}) > 1  # it samples, not repeats
+    for c in configs:
+        assert all(c[k] in dists[k].choices for k in dists)
+        built = build_module(structlearn_nas.suggest_spec(optuna.trial.FixedTrial(c), spec))
+        assert built(torch.randn(2, 1, *spec["input"]["shape"])).isfinite().all()
+    with pytest.raises(ValueError, match="format must be"):
+        structlearn_nas.load_ray_space({"format": "other"})
+    with pytest.raises(ValueError, match="non-empty list"):
+        structlearn_nas.load_ray_space({"format": "structlearn.ray_param_space", "version": 1,
+                                        "param_space": {"s0_kernel": {"choice": []}}})

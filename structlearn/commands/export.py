@@ -16,7 +16,8 @@ HELP = "write the discovered architecture (conv/pool/dense stages) as a spec for
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished run folder")
-    p.add_argument("--format", default="json", help="exporter name (json, onnx; plugins add more, e.g. optuna_space)")
+    p.add_argument("--format", default="json",
+                   help="exporter name (json, onnx; the NAS plugin adds optuna, syne, ray, optuna_space)")
     p.add_argument("--out", help="output path (default: RUN_DIR/architecture.json or RUN_DIR/<format>.json)")
     add_readout_arguments(p)
     p.add_argument("--sharing", choices=["full", "strict"], default="full",

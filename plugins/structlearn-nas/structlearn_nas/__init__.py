@@ -13,9 +13,12 @@ for a conv stage with C channels, k x k kernels and stride s is
 Formats of the same space (parameter names are the ones :func:`suggest_spec` uses):
 ``distributions(spec)`` (Optuna distributions; the ``optuna`` exporter writes them with
 ``optuna.distributions.distribution_to_json``), ``syne_config_space(spec)`` (Syne Tune's
-config-space JSON; the ``syne`` exporter), ``discovered_params(spec)`` (the discovered
-architecture as one point of the space) and ``seed_study(study, spec)`` (enqueue it as the
-first trial, so a search starts from what discovery found).
+config-space JSON; the ``syne`` exporter), ``ray_space(spec)`` (Ray Tune has no JSON form of a
+search space: the ``ray`` exporter writes ``{"param_space": {name: {"choice": [...]}},
+"points_to_evaluate": [...]}`` and :func:`load_ray_space` turns it into ``ray.tune.choice``
+domains), ``discovered_params(spec)`` (the discovered architecture as one point of the space)
+and ``seed_study(study, spec)`` (enqueue it as the first trial, so a search starts from what
+discovery found; Syne Tune and Ray Tune take it as ``points_to_evaluate``).
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["discovered_params", "distributions", "model_factory", "register", "register_timm", "search_space",
-           "seed_study", "suggest_spec", "syne_config_space"]
+__all__ = ["discovered_params", "distributions", "load_ray_space", "model_factory", "ray_space", "register",
+           "register_timm", "search_space", "seed_study", "suggest_spec", "syne_config_space"]
 
 
 def _choices(v: int, deltas: tuple[int, ...], low: int = 1) -> list[int]:
@@ -78,6 +81,39 @@ def syne_config_space(spec: dict[str, Any]) -> dict[str, Any]:
     return {f"s{st['index']}_{name}": {"domain_cls": "Categorical", "domain_kwargs": {"categories": list(st[key])},
                                        "sampler_cls": "Uniform", "sampler_kwargs": {}}
             for st in search_space(spec)["stages"] for name, key in PARAMS[st["type"]]}
+
+
+RAY_FORMAT = "structlearn.ray_param_space"
+
+
+def ray_space(spec: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready Ray Tune space: ``{"format", "version": 1, "param_space": {name: {"choice":
+    [...]}}, "points_to_evaluate": [discovered_params(spec)]}``, keyed by the names of
+    :func:`suggest_spec`. :func:`load_ray_space` makes it Ray's own objects."""
+    return {"format": RAY_FORMAT, "version": 1,
+            "param_space": {f"s{st['index']}_{name}": {"choice": list(st[key])}
+                            for st in search_space(spec)["stages"] for name, key in PARAMS[st["type"]]},
+            "points_to_evaluate": [discovered_params(spec)]}
+
+
+def load_ray_space(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(param_space, points_to_evaluate)`` for ``ray.tune.Tuner(param_space=...)`` and a search
+    algorithm's ``points_to_evaluate`` (e.g. ``ray.tune.search.optuna.OptunaSearch``), from the
+    ``ray`` export (a path or its dict). Needs ``ray[tune]``."""
+    import json
+
+    d = json.loads(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    if not isinstance(d, dict) or d.get("format") != RAY_FORMAT or d.get("version") != 1:
+        raise ValueError(f"not a structlearn Ray Tune space (format must be {RAY_FORMAT!r}, version 1)")
+    bad = [k for k, v in d["param_space"].items() if not (isinstance(v, dict) and set(v) == {"choice"}
+                                                          and isinstance(v["choice"], list) and v["choice"])]
+    if bad:
+        raise ValueError(f"param_space entries {bad}; allowed: {{'choice': [a non-empty list]}}")
+    try:
+        from ray import tune
+    except ImportError as e:
+        raise ValueError(f"load_ray_space needs ray[tune] ({e.name} is missing); allowed: pip install 'ray[tune]'") from None
+    return {k: tune.choice(v["choice"]) for k, v in d["param_space"].items()}, list(d.get("points_to_evaluate", []))
 
 
 def discovered_params(spec: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +222,14 @@ def register() -> None:
 
     if "optuna_space" in EXPORTERS:
         return
+
+    @EXPORTERS.register("ray")
+    def _ray_factory():
+        def write(spec: dict[str, Any], path: Path) -> None:
+            """Ray Tune's choices and the discovered point (:func:`ray_space`)."""
+            atomic_write_json(path, ray_space(spec))
+
+        return write
 
     @EXPORTERS.register("syne")
     def _syne_factory():
