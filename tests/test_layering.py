@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1] / "structlearn"
 
 LAYERS = {
     "pure": ["registry", "params", "runtime", "io", "functional"],
-    "domain": ["models", "data", "prune", "objectives", "info", "structure", "redunet", "metrics", "viz", "export"],
+    "domain": ["models", "data", "prune", "objectives", "info", "structure", "redunet", "metrics", "viz", "export",
+               "supervised"],
     "trainer/config": ["config", "configs", "build", "loggers", "callbacks", "train"],
     "workflows": ["runs", "depth", "testing"],
     "commands": ["bench", "commands", "cli"],

@@ -17,8 +17,12 @@ float32 grayscale in [0, 1], ``y: (n,)`` long, ``classes``):
   Colour is reduced with the ITU-R BT.709 luminance of ``skimage.color.rgb2gray``
   (0.2125 R + 0.7154 G + 0.0721 B) unless ``gray=False`` (then ``x: (n, 3, 32, 32)``).
 
-:func:`load_labeled` dispatches on ``source``: ``"bundled"``, a CIFAR-10 folder (holding
-``data_batch_*`` or ``cifar-10-batches-py``), or a class folder.
+:func:`load_digits` (scikit-learn's 8 x 8 digits, 10 classes) and :func:`load_lfw_faces`
+(scikit-image's ``lfw_subset``: 100 faces and 100 non-face crops of 25 x 25) ship with the
+stack: stratified random splits from ``generator``.
+
+:func:`load_labeled` dispatches on ``source``: ``"bundled"``, ``"digits"``, ``"lfw"``, a CIFAR-10
+folder (holding ``data_batch_*`` or ``cifar-10-batches-py``), or a class folder.
 """
 from __future__ import annotations
 
@@ -101,6 +105,42 @@ def bundled_identity(names: Sequence[str] = BUNDLED_DEFAULT, patch: tuple[int, i
                          generator, "bundled")
 
 
+def stratified_split(x: Tensor, y: Tensor, classes: tuple[str, ...], test_fraction: float,
+                     generator: torch.Generator | None, source: str) -> LabeledSplit:
+    """``round(test_fraction * n_c)`` random test samples per class (at least 1 when the class has 2 or more)."""
+    _check_fraction(test_fraction)
+    g = torch.Generator().manual_seed(0) if generator is None else generator
+    test_idx = []
+    for c in range(len(classes)):
+        idx = (y == c).nonzero(as_tuple=True)[0]
+        k = int(round(test_fraction * idx.numel()))
+        k = max(k, 1) if idx.numel() >= 2 else 0
+        test_idx.append(idx[torch.randperm(idx.numel(), generator=g)[:k]])
+    is_test = torch.zeros(y.numel(), dtype=torch.bool)
+    is_test[torch.cat(test_idx)] = True
+    return LabeledSplit(LabeledSet(x[~is_test], y[~is_test], classes), LabeledSet(x[is_test], y[is_test], classes), source)
+
+
+def load_digits(test_fraction: float = 0.25, generator: torch.Generator | None = None) -> LabeledSplit:
+    """scikit-learn's digits: 1797 images of 8 x 8 in [0, 1] (values / 16), classes 0..9."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32) / 16.0
+    return stratified_split(x, torch.as_tensor(d.target).long(), tuple(str(i) for i in range(10)), test_fraction,
+                            generator, "digits")
+
+
+def load_lfw_faces(test_fraction: float = 0.3, generator: torch.Generator | None = None) -> LabeledSplit:
+    """scikit-image's ``lfw_subset``: 200 grayscale 25 x 25 crops, the first 100 faces (class 1),
+    the last 100 not (class 0)."""
+    from skimage.data import lfw_subset
+
+    x = torch.as_tensor(np.asarray(lfw_subset(), dtype=np.float32))
+    y = torch.cat([torch.ones(100), torch.zeros(x.shape[0] - 100)]).long()
+    return stratified_split(x, y, ("non_face", "face"), test_fraction, generator, "lfw")
+
+
 def load_class_folder(root: str | Path, size: tuple[int, int] | None = None, test_fraction: float = 0.2,
                       generator: torch.Generator | None = None) -> LabeledSplit:
     """``root/<class>/<image>``; images of different sizes need ``size = (H, W)`` (resized
@@ -136,18 +176,7 @@ def load_class_folder(root: str | Path, size: tuple[int, int] | None = None, tes
     if len(shapes) > 1:
         raise ValueError(f"images in {str(root)!r} have different sizes {shapes[:4]}; pass size=(H, W) to resize them")
     x, y = torch.as_tensor(np.stack(xs)), torch.tensor(ys)
-    g = torch.Generator().manual_seed(0) if generator is None else generator
-    test_idx = []
-    for c in range(len(class_dirs)):
-        idx = (y == c).nonzero(as_tuple=True)[0]
-        k = int(round(test_fraction * idx.numel()))
-        k = max(k, 1) if idx.numel() >= 2 else 0
-        test_idx.append(idx[torch.randperm(idx.numel(), generator=g)[:k]])
-    is_test = torch.zeros(y.numel(), dtype=torch.bool)
-    is_test[torch.cat(test_idx)] = True
-    classes = tuple(d.name for d in class_dirs)
-    return LabeledSplit(LabeledSet(x[~is_test], y[~is_test], classes), LabeledSet(x[is_test], y[is_test], classes),
-                        str(root))
+    return stratified_split(x, y, tuple(d.name for d in class_dirs), test_fraction, generator, str(root))
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -235,13 +264,15 @@ def load_cifar10(root: str | Path, gray: bool = True) -> LabeledSplit:
 
 
 def load_labeled(source: str = "bundled", **kwargs) -> LabeledSplit:
-    """``"bundled"`` -> :func:`bundled_identity`; a CIFAR-10 folder -> :func:`load_cifar10`;
+    """``"bundled"`` -> :func:`bundled_identity`; ``"digits"``, ``"lfw"``; a CIFAR-10 folder -> :func:`load_cifar10`;
     any other folder -> :func:`load_class_folder`. ``kwargs`` go to that loader."""
     if source == "bundled":
         return bundled_identity(**kwargs)
+    if source in ("digits", "lfw"):
+        return (load_digits if source == "digits" else load_lfw_faces)(**kwargs)
     path = Path(source)
     if not path.is_dir():
-        raise ValueError(f"labelled source {source!r}; allowed: 'bundled', a CIFAR-10 python folder, "
+        raise ValueError(f"labelled source {source!r}; allowed: 'bundled', 'digits', 'lfw', a CIFAR-10 python folder, "
                          f"or a folder with one sub-folder per class")
     if cifar_folder(path) is not None:
         return load_cifar10(path, **kwargs)
