@@ -154,19 +154,29 @@ TINY = {"name": "tiny", "seed": 0, "threads": 1, "wandb": "disabled",
         "eval_every": 30, "checkpoint_every": 30}
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_downstream_experiment_end_to_end(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
     from structlearn.cli import main as cli
 
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    assert cli(["discover", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "runs"), "--no-progress",
-                "--no-html"]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
+    tmp = tmp_path_factory.mktemp("downstream")
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    assert cli(["discover", str(tmp / "tiny.yaml"), "--out", str(tmp / "runs"), "--no-progress", "--no-html"]) == 0
+    (run,) = (tmp / "runs").iterdir()
+    return run
+
+
+def experiment(name):
     sys.path.insert(0, str(ROOT / "experiments"))
     try:
-        import downstream
+        return __import__(name)
     finally:
         sys.path.pop(0)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_downstream_experiment_end_to_end(tiny_run, tmp_path, capsys):
+    run = tiny_run
+    downstream = experiment("downstream")
     out = tmp_path / "ds"
     assert downstream.main(["--run", str(run), "--quick", "--tasks", "digits,lfw", "--plane-task", "lfw",
                             "--epochs", "2", "--out", str(out), "--threads", "1"]) == 0
@@ -182,3 +192,26 @@ def test_downstream_experiment_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit):
         downstream.main(["--run", str(run), "--tasks", "imagenet"])
     assert "allowed: a comma-separated list from bundled, digits, lfw, cifar" in capsys.readouterr().err
+
+
+def test_nas_seeded_experiment_end_to_end_and_resume(tiny_run, tmp_path):
+    """Both arms run the same budget; the seeded arm's first trial is the discovered point; the
+    studies persist, so a second call with a larger budget only adds the missing trials."""
+    import optuna
+
+    nas = experiment("nas_seeded")
+    out = tmp_path / "nas"
+    args = ["--run", str(tiny_run), "--quick", "--repeats", "1", "--trials", "3", "--epochs", "1", "--out", str(out),
+            "--threads", "1"]
+    assert nas.main(args) == 0
+    first = json.loads((out / "nas_seeded.json").read_text())
+    seeded = next(s for s in first["studies"] if s["arm"] == "seeded")
+    assert seeded["params"][0] == first["seed_point"] and all(len(s["values"]) == 3 for s in first["studies"])
+    assert first["curves"]["seeded"]["median"] == sorted(first["curves"]["seeded"]["median"])  # best so far
+    assert nas.main([*args[:-4], "--trials", "5", "--out", str(out), "--threads", "1"]) == 0
+    again = json.loads((out / "nas_seeded.json").read_text())
+    for s0, s1 in zip(first["studies"], again["studies"]):
+        assert len(s1["values"]) == 5 and s1["values"][:3] == s0["values"]  # kept, then extended
+    study = optuna.load_study(study_name="seeded-r0", storage=f"sqlite:///{out / 'nas.db'}")
+    assert len(study.trials) == 5 and (out / "nas_curves.png").stat().st_size > 10_000
+    assert nas.trials_to_reach([0.1, 0.3, 0.3, 0.5], 0.3) == 2 and nas.trials_to_reach([0.1], 0.2) is None

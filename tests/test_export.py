@@ -192,3 +192,40 @@ def test_discovered_net_follows_timms_model_interface(tmp_path):
     assert create(num_classes=0)(x).shape == (4, 6)
     with pytest.raises(ValueError, match="num_classes=-1 out of range"):
         create(num_classes=-1)
+
+
+@pytest.mark.parametrize("c, n", [(3, 40), (40, 40)], ids=["shared", "one_kernel_per_unit"])
+def test_shared_conv_window_form_equals_the_convolution(c, n):
+    """SharedConv's two forms (convolution + gather, and per-unit k x k windows) give the same
+    outputs and the same gradients in float64, with empty units and windows that hang over the
+    image border; the layer picks the window form when the convolution would waste cells."""
+    from structlearn.export.spec import SharedConv
+
+    g = torch.Generator().manual_seed(0)
+    k, h, w = 5, 9, 11
+    channel = torch.randint(0, c, (n,), generator=g)
+    channel[[3, 17]] = -1  # empty units
+    top = torch.randint(-(k - 1), h, (n,), generator=g)
+    left = torch.randint(-(k - 1), w, (n,), generator=g)
+    layer = SharedConv(torch.randn(c, k, k, generator=g, dtype=torch.float64), channel, top, left,
+                       torch.rand(n, generator=g, dtype=torch.float64) + 0.5, (h, w))
+    assert layer.use_windows == (c * (h + k - 1) * (w + k - 1) > 4 * n)
+    x = torch.randn(6, 1, h, w, generator=g, dtype=torch.float64)
+    outs, grads = [], []
+    for windows in (False, True):
+        layer.use_windows = windows
+        layer.zero_grad()
+        y = layer(x)
+        (y * torch.arange(n, dtype=torch.float64)).sum().backward()
+        outs.append(y.detach())
+        grads.append((layer.conv.weight.grad.clone(), layer.gain.grad.clone()))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert outs[0][:, [3, 17]].abs().max() == 0 and grads[0][1][[3, 17]].abs().max() == 0  # empty stays empty
+    # the reference: every unit as an explicit dot product with its zero-padded window
+    xp = torch.nn.functional.pad(x[:, 0], (k - 1,) * 4)
+    i = 5
+    ref = (xp[:, top[i] + k - 1: top[i] + 2 * k - 1, left[i] + k - 1: left[i] + 2 * k - 1]
+           * layer.conv.weight[channel[i], 0]).sum((1, 2)) * layer.gain[i]
+    torch.testing.assert_close(outs[1][:, i], ref.detach(), rtol=1e-12, atol=1e-12)

@@ -134,3 +134,45 @@ def test_ray_tune_takes_the_exported_space_and_starts_from_the_discovered_point(
     with pytest.raises(ValueError, match="non-empty list"):
         structlearn_nas.load_ray_space({"format": "structlearn.ray_param_space", "version": 1,
                                         "param_space": {"s0_kernel": {"choice": []}}})
+
+
+def planted_local_layer(k=3, stride=3, per_place=8, side=12):
+    """``per_place`` units on every k x k window at stride ``stride`` of a side x side input, as a
+    masked dense stage and as the equivalent shared_conv stage."""
+    tops = list(range(0, side - k + 1, stride))
+    places = [(r, c) for r in tops for c in tops]
+    n = len(places) * per_place
+    mask = torch.zeros(n, side, side)
+    for i, (r, c) in enumerate(places):
+        mask[i * per_place:(i + 1) * per_place, r:r + k, c:c + k] = 1
+    dense = make_spec((side, side), [{"type": "dense", "out_features": n, "masked": True}])
+    shared = make_spec((side, side), [{"type": "shared_conv", "out_channels": per_place, "kernel_size": [k, k], "units": n}])
+    g = torch.Generator().manual_seed(0)
+    unit_place = torch.tensor(places).repeat_interleave(per_place, 0)
+    sk = {"kernels": torch.randn(per_place, k, k, generator=g), "channel": torch.arange(n) % per_place,
+          "top": unit_place[:, 0], "left": unit_place[:, 1], "gain": torch.ones(n)}
+    return (dense, [{"weight": mask.flatten(1), "mask": mask.flatten(1)}]), (shared, [sk])
+
+
+@pytest.mark.parametrize("k, stride, per_place", [(3, 3, 8), (5, 2, 4), (7, 4, 32)])
+def test_the_discovered_layer_lands_on_its_planted_cnn_point(k, stride, per_place):
+    """A layer of per_place units on every k x k window at stride s projects to (channels, kernel,
+    stride) = (per_place, k, s) in the generic CNN space, from the masked dense and from the
+    shared_conv form alike; the point builds as a CNN."""
+    import structlearn_nas
+
+    side = 24 if k == 7 else 12
+    for spec, kernels in planted_local_layer(k, stride, per_place, side):
+        point = structlearn_nas.cnn_params_from_discovery(spec, kernels)
+        got = (point["channels"], point["kernel"], point["stride"], point["pool"])
+        assert got == (per_place, k, stride, False), spec["stages"][0]["type"]
+        out = build_module(structlearn_nas.cnn_spec(point, (side, side)))(torch.randn(2, 1, side, side))
+        assert out.shape[1] == per_place
+    conv = make_spec((12, 12), [{"type": "conv2d", "out_channels": 10, "kernel_size": [4, 4], "stride": [2, 2],
+                                 "padding": [0, 0]}, {"type": "pool", "kind": "l2", "kernel_size": [2, 2], "stride": [2, 2]}])
+    assert structlearn_nas.cnn_params_from_discovery(conv) == {"channels": 8, "kernel": 3, "stride": 2, "pool": True,
+                                                               "activation": "relu"}
+    with pytest.raises(ValueError, match="needs its kernels"):
+        structlearn_nas.cnn_params_from_discovery(planted_local_layer()[1][0])
+    with pytest.raises(ValueError, match="CNN parameters"):
+        structlearn_nas.cnn_spec({**structlearn_nas.discovered_params(SPEC), "kernel": 4}, (12, 12))

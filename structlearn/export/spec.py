@@ -77,13 +77,27 @@ class SharedConv(nn.Module):
     ``Conv2d(1, C, k, padding=k-1)`` then, per unit ``i``, the output cell ``(c_i, r_i + k - 1,
     q_i + k - 1)`` times a gain ``a_i``: ``(b, 1, H, W) -> (b, n)``. Kernels and gains are
     parameters (trainable); which cell each unit reads is a fixed buffer. Units without a kernel
-    (empty) read cell 0 with gain 0."""
+    (empty) give 0, also under training (a ``live`` mask multiplies the gains).
+
+    Two exact forms of the same map: the convolution above, or the dense ``(n, H W)`` matrix whose
+    row ``i`` holds unit ``i``'s kernel at the ``k x k`` window it reads (``x_pad[top_i + a,
+    left_i + b]``, ``x_pad`` the input zero-padded by ``k - 1``, cropped to the image), rebuilt
+    from the kernels at every call (a scatter, so gradients reach the kernels) and applied as one
+    GEMM. The window form costs ``n H W`` per image against ``C Ho Wo k^2``; it is used when the
+    convolution would compute more than 4 times as many cells as there are units (layers
+    without weight sharing, where C is close to n)."""
+
+    index: Tensor
+    unit_channel: Tensor
+    window: Tensor
+    live: Tensor
 
     def __init__(self, kernels: Tensor, channel: Tensor, top: Tensor, left: Tensor, gain: Tensor,
                  input_shape: tuple[int, int]) -> None:
         super().__init__()
         c, k, _ = kernels.shape
         h, w = input_shape
+        self.k, self.input_shape = k, (h, w)
         self.conv = nn.Conv2d(1, c, k, padding=k - 1, bias=False, dtype=kernels.dtype)
         with torch.no_grad():
             self.conv.weight.copy_(kernels[:, None])
@@ -94,10 +108,25 @@ class SharedConv(nn.Module):
         index = torch.where(live, channel.clamp_min(0) * ho * wo + r * wo + q, torch.zeros_like(channel))
         self.register_buffer("index", index.long())
         self.gain = nn.Parameter(torch.where(live, gain, torch.zeros_like(gain)).to(kernels.dtype))
+        self.register_buffer("live", live.to(kernels.dtype))
+        # the window form: unit i reads x_pad[r_i + a, q_i + b] (x_pad: (h + 2k - 2, w + 2k - 2))
+        self.register_buffer("unit_channel", torch.where(live, channel, torch.zeros_like(channel)).long())
+        a = torch.arange(k)
+        wp = w + 2 * (k - 1)
+        self.register_buffer("window", ((r.long()[:, None, None] + a[:, None]) * wp
+                                        + q.long()[:, None, None] + a[None, :]).flatten(1))  # (n, k*k)
+        self.use_windows = c * ho * wo > 4 * index.numel()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x).flatten(1)  # (b, C Ho Wo)
-        return y.index_select(1, self.index) * self.gain
+        if not self.use_windows:
+            y = self.conv(x).flatten(1)  # (b, C Ho Wo)
+            return y.index_select(1, self.index) * (self.gain * self.live)
+        p, (h, w) = self.k - 1, self.input_shape
+        n = self.window.shape[0]
+        kern = self.conv.weight.flatten(1).index_select(0, self.unit_channel)  # (n, k*k)
+        full = kern.new_zeros(n, (h + 2 * p) * (w + 2 * p)).scatter(1, self.window, kern)  # (n, Hp Wp)
+        weight = full.view(n, h + 2 * p, w + 2 * p)[:, p:p + h, p:p + w].reshape(n, h * w)
+        return nn.functional.linear(x.flatten(1), weight) * (self.gain * self.live)
 
 
 class MaskedLinear(nn.Module):

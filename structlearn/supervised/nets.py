@@ -104,7 +104,7 @@ def effective_params(model: nn.Module) -> int:
         if isinstance(m, MaskedLinear):
             total -= m.weight.numel() - int(m.mask.count_nonzero())
         elif isinstance(m, SharedConv):
-            total -= m.gain.numel() - int(m.gain.count_nonzero())
+            total -= m.gain.numel() - int(m.live.count_nonzero())
     return total
 
 

@@ -23,11 +23,13 @@ discovery found; Syne Tune and Ray Tune take it as ``points_to_evaluate``).
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["discovered_params", "distributions", "load_ray_space", "model_factory", "ray_space", "register",
-           "register_timm", "search_space", "seed_study", "suggest_spec", "syne_config_space"]
+__all__ = ["CNN_SPACE", "cnn_distributions", "cnn_params_from_discovery", "cnn_spec", "discovered_params",
+           "distributions", "load_ray_space", "model_factory", "ray_space", "register",
+           "register_timm", "search_space", "seed_study", "suggest_spec", "syne_config_space", "unit_geometry"]
 
 
 def _choices(v: int, deltas: tuple[int, ...], low: int = 1) -> list[int]:
@@ -173,6 +175,119 @@ def suggest_spec(trial, spec: dict[str, Any]) -> dict[str, Any]:
     new["source"] = dict(new.get("source", {}), nas_trial=trial.number)
     validate_spec(new)
     return new
+
+
+# ----------------------------------------------------------------------------- a generic CNN space
+# What a NAS user searches when nothing was discovered: one conv layer (channels, kernel, stride),
+# an activation, optional 2 x 2 energy pooling, then the classifier head. The discovered first
+# layer is one point of it (cnn_params_from_discovery); seeding a search with that point, against
+# the same search unseeded, is what experiments/nas_seeded.py measures.
+CNN_SPACE: dict[str, list[Any]] = {"channels": [2, 4, 8, 16, 32, 64], "kernel": [3, 5, 7, 9, 11],
+                                   "stride": [1, 2, 3, 4], "pool": [False, True], "activation": ["relu", "abs"]}
+
+
+def cnn_distributions() -> dict[str, Any]:
+    """The generic CNN space as Optuna distributions."""
+    from optuna.distributions import CategoricalDistribution
+
+    return {k: CategoricalDistribution(v) for k, v in CNN_SPACE.items()}
+
+
+def cnn_spec(params: dict[str, Any], input_shape: tuple[int, int]) -> dict[str, Any]:
+    """The spec of one point of :data:`CNN_SPACE` ("same" padding, pooling only where the map is
+    at least 2 x 2)."""
+    from structlearn.export import make_spec
+
+    bad = {k: params.get(k) for k in CNN_SPACE if params.get(k) not in CNN_SPACE[k]}
+    if bad:
+        raise ValueError(f"CNN parameters {bad}; allowed: {CNN_SPACE}")
+    k, s = params["kernel"], params["stride"]
+    stages: list[dict[str, Any]] = [
+        {"type": "conv2d", "out_channels": params["channels"], "kernel_size": [k, k], "stride": [s, s],
+         "padding": [k // 2, k // 2]},
+        {"type": "activation", "fn": params["activation"]}]
+    side = min((n + 2 * (k // 2) - k) // s + 1 for n in input_shape)
+    if params["pool"] and side >= 2:
+        stages.append({"type": "pool", "kind": "l2", "kernel_size": [2, 2], "stride": [2, 2]})
+    return make_spec(tuple(input_shape), stages, {"nas": "cnn_space"})
+
+
+def _nearest(v: float, choices: list[int]) -> int:
+    return min(choices, key=lambda c: (abs(math.log(c) - math.log(max(v, 1e-9))), c))
+
+
+def _bbox(support: Any) -> tuple[Any, Any, Any, Any]:
+    """First and last row and column of each ``(n, a, b)`` boolean support (empty: 0, -1)."""
+    import torch
+
+    rows, cols = support.any(2), support.any(1)  # (n, a), (n, b)
+    ar, ac = torch.arange(rows.shape[1]), torch.arange(cols.shape[1])
+    big = max(rows.shape[1], cols.shape[1])
+    return (torch.where(rows, ar, big).amin(1), torch.where(rows, ar, -1).amax(1),
+            torch.where(cols, ac, big).amin(1), torch.where(cols, ac, -1).amax(1))
+
+
+def unit_geometry(spec: dict[str, Any], kernels: list[Any]) -> tuple[Any, Any]:
+    """``(centres (n, 2), sides (n,))`` of the live units of a shared_conv or masked dense first
+    stage: the centre and the longer side of each unit's receptive-field bounding box, in input
+    pixels (a shared kernel's support is its entries above 1e-6 of its largest)."""
+    import torch
+
+    first, p = spec["stages"][0], kernels[0]
+    if first["type"] == "shared_conv":
+        k = p["kernels"]
+        support = k.abs() > 1e-6 * k.abs().flatten(1).amax(1).clamp_min(1e-30)[:, None, None]
+        r0, r1, c0, c1 = _bbox(support)
+        live = p["channel"] >= 0
+        ch = p["channel"][live]
+        top, left = p["top"][live].float(), p["left"][live].float()
+        centres = torch.stack([top + (r0[ch] + r1[ch]) / 2, left + (c0[ch] + c1[ch]) / 2], 1)
+        sides = torch.maximum(r1[ch] - r0[ch] + 1, c1[ch] - c0[ch] + 1)
+    else:
+        h, w = spec["input"]["shape"]
+        m = (p["mask"] != 0).reshape(-1, h, w)
+        m = m[m.flatten(1).any(1)]
+        r0, r1, c0, c1 = _bbox(m)
+        centres = torch.stack([(r0 + r1) / 2, (c0 + c1) / 2], 1).float()
+        sides = torch.maximum(r1 - r0 + 1, c1 - c0 + 1)
+    return centres, sides
+
+
+def cnn_params_from_discovery(spec: dict[str, Any], kernels: list[Any] | None = None,
+                              activation: str = "relu") -> dict[str, Any]:
+    """The discovered first layer as a point of :data:`CNN_SPACE`.
+
+    - a ``conv2d`` stage: its channels, kernel and stride, each snapped to the nearest choice;
+    - a ``shared_conv`` or masked ``dense`` stage (needs ``kernels``: the shared kernels and unit
+      places, or the weight and mask): kernel = the median side of the units' receptive-field
+      bounding boxes; stride = the median spacing between the distinct (rounded) row and column
+      coordinates of the receptive-field centres (the lattice's step); channels = live units per
+      distinct centre. A planted lattice of c units on every k x k window at step s gives (c, k, s).
+
+    ``pool`` is True when the spec pools; ``activation`` is the supervised net's (the
+    discovering run's nonlinearity is not a supervised choice)."""
+    h, w = spec["input"]["shape"]
+    first = spec["stages"][0]
+    pool = any(st["type"] == "pool" or (st["type"] == "activation" and st["fn"] == "group_l2") for st in spec["stages"])
+    if first["type"] == "conv2d":
+        c, k, s = first["out_channels"], first["kernel_size"][0], first["stride"][0]
+    elif first["type"] == "shared_conv" or (first["type"] == "dense" and first.get("masked")):
+        import torch
+
+        if kernels is None or not isinstance(kernels[0], dict):
+            raise ValueError(f"a {first['type']} first stage needs its kernels (the export's _kernels.pt) to place its units")
+        centres, sides = unit_geometry(spec, kernels)
+        grid = centres.round()
+        places = grid.unique(dim=0).shape[0]
+        gaps = [torch.diff(grid[:, a].unique()) for a in (0, 1)]
+        gaps = [g for g in gaps if g.numel()]
+        k = float(sides.float().median())
+        s = float(torch.cat(gaps).float().median()) if gaps else 1.0  # the lattice spacing of the centres
+        c = centres.shape[0] / places  # units per place
+    else:
+        raise ValueError(f"first stage {first['type']!r}; allowed: conv2d, shared_conv, masked dense")
+    return {"channels": _nearest(c, CNN_SPACE["channels"]), "kernel": min(CNN_SPACE["kernel"], key=lambda v: (abs(v - k), v)),
+            "stride": min(CNN_SPACE["stride"], key=lambda v: (abs(v - s), v)), "pool": pool, "activation": activation}
 
 
 def model_factory(spec_path: str | Path, name: str) -> Any:
