@@ -74,13 +74,14 @@ class GroupSparseCoding(SparseCoding):
     name = "group_sparse_coding"
     groups: Tensor  # (n_units,) long buffer
     group_size = Param(4, Interval(int, 1, None), "units per group (consecutive units); must divide n_units")
-    fixed_params = ("group_size",)
+    fixed_params = (*SparseCoding.fixed_params, "group_size")
 
     def __init__(self, layer, **params: Any) -> None:
         super().__init__(layer, **params)
         self.register_buffer("groups", consecutive_groups(layer.n_units, self.group_size, layer.weight.device))
 
     def _check_joint(self, p: dict[str, Any]) -> None:
+        super()._check_joint(p)
         consecutive_groups(self.layer.n_units, p["group_size"])
 
     def penalty(self, z: Tensor) -> Tensor:
