@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml plugins/structlearn-nas/pyproject.toml
 	$(BIN)/python -m pip install -q -e plugins/structlearn-nas
 	$(BIN)/python -m pip install -q --no-deps "syne-tune==0.16.0"  # only its config-space JSON, for the NAS plugin's test (its deps are 1.2 GB)
 	$(BIN)/python -m pip install -q "ray[tune]==2.60.0"  # Ray Tune's own API, for the NAS plugin's ray export test
+	$(BIN)/python -m pip install -q --no-deps "timm==1.0.31"  # timm's model registry, for register_timm's test (timm's other modules need torchvision)
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: discovery on the bundled images (experiments/mosaic_sparse.yaml)

@@ -17,8 +17,8 @@ parameter count. The information plane (:mod:`structlearn.info.plane`, pairwise-
 estimator, noise 0.1 of the layer's variance) is recorded every epoch for seed 0 of the
 discovered and the dense net on ``--plane-task``.
 
-    python experiments/downstream.py --run runs/<the demo's run>          # about 25 min on 2 cores
-    python experiments/downstream.py --run RUN --quick                     # a smoke run, under 1 min
+    python experiments/downstream.py --run runs/<the demo's run>          # 27.5 min (1 thread)
+    python experiments/downstream.py --run RUN --quick                     # a smoke run, about 1 min
 
 Writes ``downstream.json``, ``downstream.md`` (the table) and ``info_plane.png`` under ``--out``.
 """

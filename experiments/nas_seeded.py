@@ -18,8 +18,8 @@ Studies persist in ``OUT/nas.db`` (SQLite, or ``--storage URL``): an interrupted
 where it stopped. With ``--wandb offline|online`` each study is a W&B run (grouped by the
 experiment, job type = arm) under ``OUT/wandb``.
 
-    python experiments/nas_seeded.py --run runs/<the demo's run>            # about 30 min on 2 cores
-    python experiments/nas_seeded.py --run RUN --quick                       # under 3 min
+    python experiments/nas_seeded.py --run runs/<the demo's run>            # 12.4 min (1 thread)
+    python experiments/nas_seeded.py --run RUN --quick                       # 18 s
 
 Writes ``nas_seeded.json``, ``nas_seeded.md`` and ``nas_curves.png`` under ``--out``.
 """
@@ -180,7 +180,7 @@ def plot_curves(curves: dict[str, list[list[float]]], path: Path) -> None:
         ax.fill_between(x, np.quantile(c, 0.25, 0), np.quantile(c, 0.75, 0), color=colour, alpha=0.25, lw=0)
     ax.set_xlabel("trial")
     ax.set_ylabel("best validation accuracy so far")
-    ax.set_title("NAS over a generic CNN space, seeded with the discovered layer or not")
+    ax.set_title("NAS over a generic CNN space: seeded with the discovered layer or not", fontsize=10)
     ax.legend(loc="lower right")
     _save(plt, fig, path)
 

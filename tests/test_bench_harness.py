@@ -138,7 +138,7 @@ def test_context_validation_and_seeded_generators():
 def test_discovery_selection_and_defaults():
     benches = load_benchmarks(DEFAULT_DIR)
     expected = ["dictionary_learning", "sparse_inference", "ica", "mcr2", "knn_entropy", "fista_efficiency",
-                "scaling", "data_pipeline", "discover_memory", "redunet", "contention"]
+                "scaling", "data_pipeline", "discover_memory", "redunet", "contention", "linear_cost"]
     assert list(benches) == expected
     minutes_long = {"discover_memory", "contention"}  # run only by name
     assert [b.name for b in select(benches, [])] == [n for n in expected if n not in minutes_long]
@@ -150,6 +150,14 @@ def test_discovery_selection_and_defaults():
 def test_redunet_benchmark_tiny():
     rows = _run_tiny("redunet")
     assert all(r.quality["E_probe_rel_diff"] < 1e-10 for r in rows)  # the two forms build the same operator
+
+
+def test_linear_cost_benchmark_tiny():
+    rows = _run_tiny("linear_cost")
+    exps = {r.case: r.quality["exponent"] for r in rows if "exponent" in r.quality}
+    assert set(exps) == {f"exponent of time vs units: {v}" for v in ("bcd_exact", "bcd_sparse_power", "usage_power")}
+    conv = [r for r in rows if r.case.startswith("convergence")]
+    assert len(conv) == 3 and all(r.quality["bcd_objective"] > 0 and r.quality["samples_ratio"] > 0 for r in conv)
 
 
 def _run_tiny(name):

@@ -229,3 +229,50 @@ def test_shared_conv_window_form_equals_the_convolution(c, n):
     ref = (xp[:, top[i] + k - 1: top[i] + 2 * k - 1, left[i] + k - 1: left[i] + 2 * k - 1]
            * layer.conv.weight[channel[i], 0]).sum((1, 2)) * layer.gain[i]
     torch.testing.assert_close(outs[1][:, i], ref.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_register_timm_goes_through_timms_own_registry(tmp_path):
+    """timm.create_model itself cannot run here: timm's layers import torchvision, whose PyPI
+    wheels are CUDA builds that do not load beside this CPU torch. So timm's own registry module
+    (timm/models/_registry.py of the installed timm, loaded without timm's package __init__)
+    takes the registration, and the entrypoint is called the way timm 1.0's create_model calls
+    every entrypoint (models/_factory.py: pretrained, pretrained_cfg, pretrained_cfg_overlay,
+    cache_dir, then the user's kwargs)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    import structlearn_nas
+    from structlearn.cli import main
+    from structlearn.config import dump_config, load_config
+    from structlearn.testing import trainer_in
+
+    root = Path(importlib.util.find_spec("timm").origin).parent  # find_spec does not import timm
+    before = set(sys.modules)
+    try:
+        for name, path in (("timm", root), ("timm.models", root / "models")):
+            stub = types.ModuleType(name)
+            stub.__path__ = [str(path)]
+            sys.modules[name] = stub
+        registry = importlib.import_module("timm.models._registry")
+        sys.modules["timm.models"].register_model = registry.register_model
+        cfg = load_config(None, ["data.grid=[2,2]", "data.tile=[4,4]", "data.n_train=800", "data.n_test=100",
+                                 "layers=[{n_units: 16, steps: 5, prune: {finetune_steps: 0}}]", "wandb=disabled"])
+        (tmp_path / "config.yaml").write_text(dump_config(cfg))
+        trainer_in(cfg, tmp_path).run()
+        assert main(["export", str(tmp_path)]) == 0
+        name = structlearn_nas.register_timm(tmp_path / "architecture.json", "tiny")
+        assert name == "structlearn_tiny" and registry.is_model(name) and name in registry.list_models("structlearn_*")
+        create_fn = registry.model_entrypoint(name)
+        model = create_fn(pretrained=True, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, num_classes=10)
+        out = model(torch.randn(2, 1, 8, 8))
+        assert out.shape == (2, 10) and torch.isfinite(out).all()
+    finally:
+        for key in set(sys.modules) - before:
+            if key.startswith("timm"):
+                del sys.modules[key]
+        for key in ("timm", "timm.models"):
+            if key not in before:
+                sys.modules.pop(key, None)

@@ -304,7 +304,10 @@ def model_factory(spec_path: str | Path, name: str) -> Any:
     spec = json.loads(spec_path.read_text())
     kfile = spec_path.with_name(spec_path.stem + "_kernels.pt")
 
-    def factory(pretrained: bool = False, num_classes: int = 10, **kwargs: Any) -> Any:
+    def factory(pretrained: bool = False, num_classes: int = 10, pretrained_cfg: Any = None,
+                pretrained_cfg_overlay: Any = None, cache_dir: Any = None, **kwargs: Any) -> Any:
+        # timm's create_model passes pretrained_cfg, pretrained_cfg_overlay and cache_dir to every
+        # entrypoint (timm 1.0 models/_factory.py); the discovered kernels are local, so they are unused
         kernels = torch.load(kfile)["kernels"] if kfile.is_file() else None
         if pretrained and kernels is None:
             raise ValueError(f"pretrained=True needs the discovered kernels: {kfile} is missing")
