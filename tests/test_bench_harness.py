@@ -138,9 +138,10 @@ def test_context_validation_and_seeded_generators():
 def test_discovery_selection_and_defaults():
     benches = load_benchmarks(DEFAULT_DIR)
     expected = ["dictionary_learning", "sparse_inference", "ica", "mcr2", "knn_entropy", "fista_efficiency",
-                "scaling", "data_pipeline", "discover_memory", "redunet", "contention", "linear_cost"]
+                "scaling", "data_pipeline", "discover_memory", "redunet", "contention", "linear_cost",
+                "linear_convergence"]
     assert list(benches) == expected
-    minutes_long = {"discover_memory", "contention"}  # run only by name
+    minutes_long = {"discover_memory", "contention", "linear_convergence"}  # run only by name
     assert [b.name for b in select(benches, [])] == [n for n in expected if n not in minutes_long]
     assert [b.name for b in select(benches, ["mcr2", "ica"])] == ["mcr2", "ica"]
     with pytest.raises(ValueError, match="available: dictionary_learning"):
@@ -156,7 +157,7 @@ def test_linear_cost_benchmark_tiny():
     rows = _run_tiny("linear_cost")
     exps = {r.case: r.quality["exponent"] for r in rows if "exponent" in r.quality}
     assert set(exps) == {f"exponent of time vs units: {v}" for v in ("bcd_exact", "bcd_sparse_power", "usage_power")}
-    conv = [r for r in rows if r.case.startswith("convergence")]
+    conv = _run_tiny("linear_convergence")
     assert len(conv) == 3 and all(r.quality["bcd_objective"] > 0 and r.quality["samples_ratio"] > 0 for r in conv)
 
 

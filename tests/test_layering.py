@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "structlearn"
 LAYERS = {
     "pure": ["registry", "params", "runtime", "io", "functional"],
     "domain": ["models", "data", "prune", "objectives", "info", "structure", "redunet", "metrics", "viz", "export",
-               "supervised"],
+               "supervised", "parallel"],
     "trainer/config": ["config", "configs", "build", "loggers", "callbacks", "train"],
     "workflows": ["runs", "depth", "testing"],
     "commands": ["bench", "commands", "cli"],

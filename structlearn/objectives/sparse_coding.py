@@ -144,13 +144,13 @@ class SparseCoding(Objective):
         exceeds 1% of ``rho``, and the exact value (whose top eigenvector becomes the next
         start) every ``lipschitz_every`` calls or when the iterations have not settled."""
         if self.lipschitz == "exact":
-            return lipschitz(D) * 1.0001
+            return self._exact_lipschitz(D, keep_vector=False) * 1.0001
         calls = int(self.power_calls)
         self.power_calls.add_(1)
         if calls % self.lipschitz_every:
             v = self.power_vector
             for it in range(4 * self.power_iters):
-                w = D.T @ (D @ v)
+                w = self._gram_apply(D, v)
                 rho = torch.dot(v, w)
                 if it + 1 >= self.power_iters and float((w - rho * v).norm()) <= 0.01 * float(rho):
                     self.power_vector.copy_(w / w.norm().clamp_min(torch.finfo(D.dtype).tiny))
@@ -158,9 +158,15 @@ class SparseCoding(Objective):
                 v = w / w.norm().clamp_min(torch.finfo(D.dtype).tiny)
         return self._exact_lipschitz(D) * 1.0001
 
-    def _exact_lipschitz(self, D: Tensor) -> Tensor:
-        """``||D||_2^2`` from the smaller Gram matrix; its top eigenvector (in input space)
-        becomes the power iteration's start."""
+    def _gram_apply(self, D: Tensor, v: Tensor) -> Tensor:
+        """``D^T D v``: (d,). (A sharded layer sums it over the shards.)"""
+        return D.T @ (D @ v)
+
+    def _exact_lipschitz(self, D: Tensor, keep_vector: bool = True) -> Tensor:
+        """``||D||_2^2`` from the smaller Gram matrix; with ``keep_vector`` its top eigenvector
+        (in input space) becomes the power iteration's start."""
+        if not keep_vector:
+            return lipschitz(D)
         small = D.shape[0] < D.shape[1]
         evals, evecs = torch.linalg.eigh(D @ D.T if small else D.T @ D)
         v = D.T @ evecs[:, -1] if small else evecs[:, -1]

@@ -1,0 +1,92 @@
+"""Sharded sparse coding on several processes, for the tests and by hand:
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m structlearn.testing.sharded_check OUT
+
+Every rank (gloo, one thread) draws the same problem from fixed seeds, then writes
+``OUT/rank<r>.pt``: its FISTA codes (float64 and float32) for a fixed dictionary, and its atoms
+after 20 training steps of :class:`~structlearn.parallel.ShardedSparseCoding` (usage-scaled
+updates, warm power Lipschitz constant, dead-atom re-seeding). ``reference(...)`` computes the
+same on one process with the unsharded code, for comparison.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+N, D_IN, K, STEPS, LAM = 64, 48, 120, 20, 0.3  # K > 2 D_IN: the unsharded FISTA also goes through D
+PARAMS = {"lam": LAM, "n_iter": 40, "dict_update": "usage", "lipschitz": "power", "lipschitz_every": 5,
+          "resample_every": 5, "dead_fraction": 0.8}
+
+
+def problem() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(K, D_IN, generator=g, dtype=torch.float64)
+    D = D / D.norm(dim=1, keepdim=True)
+    x = torch.randn(N, D_IN, generator=g, dtype=torch.float64)
+    batches = [torch.randn(N, D_IN, generator=g, dtype=torch.float64) for _ in range(STEPS)]
+    return D, x, batches
+
+
+def full_layer():
+    from structlearn.models.dense import DenseLayer
+
+    return DenseLayer(D_IN, K, generator=torch.Generator().manual_seed(1)).double()
+
+
+def reference() -> dict[str, torch.Tensor]:
+    """The unsharded results: codes and the trained atoms."""
+    from structlearn.functional.sparse import fista, lipschitz
+    from structlearn.objectives.sparse_coding import SparseCoding
+
+    D, x, batches = problem()
+    out = {"z64": fista(x, D, LAM, 100, L=lipschitz(D)), "z32": fista(x.float(), D.float(), LAM, 100, L=lipschitz(D.float()))}
+    obj = SparseCoding(full_layer(), generator=torch.Generator().manual_seed(2), **PARAMS)
+    dead = torch.zeros(2, dtype=torch.long)  # atoms re-seeded in each half (the two shards of 2 ranks)
+    resample = obj._resample_dead_
+
+    def counting(residual: torch.Tensor) -> None:
+        u = obj.atom_usage()
+        below = u < obj.dead_fraction * u.median()
+        dead.add_(torch.stack([below[: K // 2].sum(), below[K // 2:].sum()]))
+        resample(residual)
+
+    obj._resample_dead_ = counting  # type: ignore[method-assign]
+    for xb in batches:
+        obj.train_step(xb)
+    out["weight"] = obj.layer.weight.detach().clone()
+    out["dead_per_half"] = dead
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch.distributed as dist
+
+    from structlearn.functional.sparse import lipschitz
+    from structlearn.parallel import ShardedSparseCoding, shard_bounds, shard_layer, sharded_fista, world
+
+    out = Path((argv if argv is not None else sys.argv[1:])[0])
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        rank, size = world()
+        D, x, batches = problem()
+        start, stop = shard_bounds(K, rank, size)
+        res = {"rank": rank, "size": size, "start": start, "stop": stop,
+               "z64": sharded_fista(x, D[start:stop], LAM, 100, lipschitz(D)),
+               "z32": sharded_fista(x.float(), D[start:stop].float(), LAM, 100, lipschitz(D.float()))}
+        obj = ShardedSparseCoding(shard_layer(full_layer()), n_units_total=K, generator=torch.Generator().manual_seed(2),
+                                  **PARAMS)
+        for xb in batches:
+            obj.train_step(xb)
+        res["weight"] = obj.layer.weight.detach().clone()
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(res, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
