@@ -139,9 +139,9 @@ def test_discovery_selection_and_defaults():
     benches = load_benchmarks(DEFAULT_DIR)
     expected = ["dictionary_learning", "sparse_inference", "ica", "mcr2", "knn_entropy", "fista_efficiency",
                 "scaling", "data_pipeline", "discover_memory", "redunet", "contention", "linear_cost",
-                "linear_convergence"]
+                "linear_convergence", "sharded"]
     assert list(benches) == expected
-    minutes_long = {"discover_memory", "contention", "linear_convergence"}  # run only by name
+    minutes_long = {"discover_memory", "contention", "linear_convergence", "sharded"}  # run only by name
     assert [b.name for b in select(benches, [])] == [n for n in expected if n not in minutes_long]
     assert [b.name for b in select(benches, ["mcr2", "ica"])] == ["mcr2", "ica"]
     with pytest.raises(ValueError, match="available: dictionary_learning"):
@@ -159,6 +159,11 @@ def test_linear_cost_benchmark_tiny():
     assert set(exps) == {f"exponent of time vs units: {v}" for v in ("bcd_exact", "bcd_sparse_power", "usage_power")}
     conv = _run_tiny("linear_convergence")
     assert len(conv) == 3 and all(r.quality["bcd_objective"] > 0 and r.quality["samples_ratio"] > 0 for r in conv)
+
+
+def test_sharded_benchmark_tiny():
+    (row,) = _run_tiny("sharded")  # two torchrun launches (1 and 2 processes) on a tiny layer
+    assert row.baseline_s > 0
 
 
 def _run_tiny(name):

@@ -1,6 +1,8 @@
-"""Sharded sparse coding on several processes, for the tests and by hand:
+"""Sharded sparse coding on several processes, for the tests, the benchmark and by hand:
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m structlearn.testing.sharded_check OUT
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m structlearn.testing.sharded_check \
+        OUT --bench N D K STEPS        # seconds per training step -> OUT/bench_<P>.json (rank 0)
 
 Every rank (gloo, one thread) draws the same problem from fixed seeds, then writes
 ``OUT/rank<r>.pt``: its FISTA codes (float64 and float32) for a fixed dictionary, and its atoms
@@ -60,15 +62,55 @@ def reference() -> dict[str, torch.Tensor]:
     return out
 
 
+def bench(out: Path, n: int, d: int, k: int, steps: int) -> None:
+    """Median seconds per training step (batch ``n``, ``d`` inputs, ``k`` atoms over the ranks;
+    usage updates, power Lipschitz constant, FISTA 30 iterations), one warm-up step."""
+    import json
+    import statistics
+    import time
+
+    import torch.distributed as dist
+
+    from structlearn.models.dense import DenseLayer
+    from structlearn.parallel import ShardedSparseCoding, shard_layer, world
+
+    rank, size = world()
+    full = DenseLayer(d, k, generator=torch.Generator().manual_seed(1))
+    obj = ShardedSparseCoding(shard_layer(full), n_units_total=k, lam=1.0, n_iter=30, dict_update="usage",
+                              lipschitz="power", generator=torch.Generator().manual_seed(2))
+    del full
+    g = torch.Generator().manual_seed(3)
+    times = []
+    for s in range(steps + 1):
+        x = torch.randn(n, d, generator=g)
+        dist.barrier()
+        t0 = time.perf_counter()
+        obj.train_step(x)
+        dist.barrier()
+        if s:
+            times.append(time.perf_counter() - t0)
+    if rank == 0:
+        (out / f"bench_{size}.json").write_text(json.dumps({"size": size, "n": n, "d": d, "k": k, "seconds": times,
+                                                             "median": statistics.median(times)}))
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from structlearn.functional.sparse import lipschitz
     from structlearn.parallel import ShardedSparseCoding, shard_bounds, shard_layer, sharded_fista, world
 
-    out = Path((argv if argv is not None else sys.argv[1:])[0])
+    args = argv if argv is not None else sys.argv[1:]
+    out = Path(args[0])
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
+    if len(args) > 1 and args[1] == "--bench":
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            bench(out, *(int(v) for v in args[2:6]))
+        finally:
+            dist.destroy_process_group()
+        return 0
     try:
         rank, size = world()
         D, x, batches = problem()
