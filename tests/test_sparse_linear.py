@@ -162,3 +162,22 @@ def test_options_are_fixed_once_built():
         obj.set_params(dict_update="bcd")
     obj.set_params(dict_lr=0.1)  # a step size may change (e.g. fine-tuning)
     assert DICT_UPDATES == ("bcd", "sgd", "usage", "adam")
+
+
+def test_lanczos_reaches_a_crowded_top_eigenvalue_from_below():
+    """The fallback when warm power iterations do not settle: 20 Lanczos steps on a random
+    dictionary (a Marchenko-Pastur spectrum, whose top eigenvalues crowd together) give a Ritz
+    value within 0.1% below ||D||_2^2, never above it, and the Ritz vector as the next start."""
+    g = torch.Generator().manual_seed(5)
+    D = torch.randn(1024, 256, generator=g, dtype=torch.float64)
+    D = D / D.norm(dim=1, keepdim=True)
+    obj = SparseCoding(DenseLayer(256, 1024).double(), lipschitz="power")
+    exact = float(lipschitz(D))
+    theta, ritz = obj._lanczos_top(D, torch.randn(256, generator=g, dtype=torch.float64), 20)
+    assert 0.999 * exact <= theta <= exact * (1 + 1e-12)
+    assert float((D @ ritz).pow(2).sum()) >= 0.99 * exact  # a good start for the next call
+    v = torch.randn(256, generator=g, dtype=torch.float64)
+    for _ in range(12):  # what 12 power iterations reach from the same kind of start
+        v = D.T @ (D @ v)
+        v = v / v.norm()
+    assert float((D @ v).pow(2).sum()) < theta

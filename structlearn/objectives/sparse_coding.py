@@ -43,9 +43,9 @@ keep the block-coordinate path above, bit for bit:
   ``A = A_scale * A_hat`` (the BCD step is invariant to that scale, so it runs on ``A_hat``).
 - ``lipschitz: power``: FISTA's ``L = ||D||_2^2`` by ``power_iters`` power iterations per call,
   warm-started from the previous call's vector (the dictionary moves little between batches),
-  continued while the Ritz residual is above 1%, times ``lipschitz_margin``, and exactly
-  (``eigh``, whose top eigenvector restarts the iteration) every ``lipschitz_every`` calls or
-  when the iteration does not settle; ``2 k d`` per iteration instead of ``2 k d^2 + d^3``.
+  continued while the Rayleigh quotient still rises by 0.1% (else 20 Lanczos steps), times
+  ``lipschitz_margin``, and exactly (``eigh``, whose top eigenvector restarts the iteration)
+  every ``lipschitz_every`` calls; ``2 k d`` per iteration instead of ``2 k d^2 + d^3``.
   The Rayleigh quotient is a lower bound of ``L``; the margin is what keeps the step safe
   between exact calls (tested along training: never below the exact constant).
 """
@@ -65,6 +65,7 @@ BCD_BLOCK = 64  # atoms per GEMM in the dictionary update
 INITS = ("random", "data")
 DICT_UPDATES = ("bcd", "sgd", "usage", "adam")
 DEFAULT_LR = {"sgd": 10.0, "usage": 0.03, "adam": 0.003}  # see the module docstring
+LANCZOS_STEPS = 20  # when warm power iterations do not settle (lipschitz: power)
 USAGE_DECAY = 0.99  # running mean of z_j^2 for the usage step and the dead-atom check
 ADAM_BETAS = (0.9, 0.999)
 
@@ -145,23 +146,58 @@ class SparseCoding(Objective):
     def lipschitz_constant(self, D: Tensor) -> Tensor:
         """FISTA's ``L`` for ``D`` (times 1.0001, as always): exact, or the warm power estimate
         times ``lipschitz_margin``. Power mode: ``power_iters`` iterations from the previous
-        call's vector, more (up to 4 times as many) while the Ritz residual ``||G v - rho v||``
-        exceeds 1% of ``rho``, and the exact value (whose top eigenvector becomes the next
-        start) every ``lipschitz_every`` calls or when the iterations have not settled."""
+        call's vector, more (up to 4 times as many) while the Rayleigh quotient ``rho = v^T G v``
+        still rises by more than 0.1% per iteration; when it has not settled (early training
+        moves the top eigenvector far), 20 Lanczos steps from there; and the exact value (whose
+        top eigenvector becomes the next start) every ``lipschitz_every`` calls. (Falling back
+        to the exact ``eigh`` instead cost 7.6 s per call at d = 3072, k = 8192.)"""
         if self.lipschitz == "exact":
             return self._exact_lipschitz(D, keep_vector=False) * 1.0001
         calls = int(self.power_calls)
         self.power_calls.add_(1)
         if calls % self.lipschitz_every:
-            v = self.power_vector
+            v, last = self.power_vector, 0.0
             for it in range(4 * self.power_iters):
                 w = self._gram_apply(D, v)
-                rho = torch.dot(v, w)
-                if it + 1 >= self.power_iters and float((w - rho * v).norm()) <= 0.01 * float(rho):
+                rho = float(torch.dot(v, w))  # Rayleigh quotients of power iterates never decrease
+                if it + 1 >= self.power_iters and rho - last <= 1e-3 * rho:
                     self.power_vector.copy_(w / w.norm().clamp_min(torch.finfo(D.dtype).tiny))
-                    return rho * (self.lipschitz_margin * 1.0001)
-                v = w / w.norm().clamp_min(torch.finfo(D.dtype).tiny)
+                    return torch.tensor(rho * self.lipschitz_margin * 1.0001, dtype=D.dtype, device=D.device)
+                v, last = w / w.norm().clamp_min(torch.finfo(D.dtype).tiny), rho
+            theta, ritz = self._lanczos_top(D, v, min(LANCZOS_STEPS, D.shape[1]))
+            self.power_vector.copy_(ritz)
+            return torch.tensor(theta * self.lipschitz_margin * 1.0001, dtype=D.dtype, device=D.device)
         return self._exact_lipschitz(D) * 1.0001
+
+    @torch.no_grad()
+    def _lanczos_top(self, D: Tensor, v0: Tensor, m: int) -> tuple[float, Tensor]:
+        """The largest Ritz value of ``G = D^T D`` after ``m`` Lanczos steps from ``v0`` (full
+        reorthogonalisation; ``m`` products with ``G`` through :meth:`_gram_apply`), and its
+        Ritz vector. Ritz values never exceed ``lambda_max``; on crowded spectra they approach
+        it far faster than power iterations (a fresh 8192 x 3072 dictionary: 0.9995 of it after
+        20 steps, 0.33 s, where 12 power iterations reach 0.92 and ``eigh`` takes 7.6 s)."""
+        tiny = torch.finfo(D.dtype).tiny
+        Q = [v0 / v0.norm().clamp_min(tiny)]
+        alphas: list[float] = []
+        betas: list[float] = []
+        for j in range(m):
+            w = self._gram_apply(D, Q[-1])
+            alphas.append(float(Q[-1] @ w))
+            Qm = torch.stack(Q)  # (j + 1, d)
+            w = w - Qm.T @ (Qm @ w)
+            w = w - Qm.T @ (Qm @ w)  # twice is enough (Giraud et al. 2005)
+            b = float(w.norm())
+            if j == m - 1 or b <= 1e-10 * max(abs(a) for a in alphas):
+                break
+            betas.append(b)
+            Q.append(w / b)
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            T = T + torch.diag(off, 1) + torch.diag(off, -1)
+        evals, evecs = torch.linalg.eigh(T)
+        ritz = torch.stack(Q[: T.shape[0]]).T @ evecs[:, -1].to(D.dtype)
+        return float(evals[-1]), ritz / ritz.norm().clamp_min(tiny)
 
     def _gram_apply(self, D: Tensor, v: Tensor) -> Tensor:
         """``D^T D v``: (d,). (A sharded layer sums it over the shards.)"""
@@ -335,17 +371,25 @@ class SparseCoding(Objective):
                 if j + 1 < j1:  # later rows of the block see the new atom j
                     R[j + 1 - j0 :].addr_(A[j + 1 : j1, j], delta, alpha=-1.0)
 
+    def _global_usage(self) -> tuple[Tensor, slice]:
+        """Every atom's usage and this layer's slice of them (a sharded layer gathers its shards')."""
+        return self.atom_usage(), slice(None)
+
     @torch.no_grad()
     def _resample_dead_(self, residual: Tensor) -> None:
-        usage = self.atom_usage()
-        dead = usage < self.dead_fraction * usage.median()
-        n_dead = int(dead.sum())
+        full, mine = self._global_usage()
+        dead_all = full < self.dead_fraction * full.median()
+        n_dead = int(dead_all.sum())
         if n_dead == 0:
             return
         g = torch.Generator(device="cpu").manual_seed(int(self.seed) + int(self.steps))
         pick = torch.randint(residual.shape[0], (n_dead,), generator=g).to(residual.device)
+        order = torch.cumsum(dead_all.long(), 0) - 1  # the dead atoms take the picks in atom order
+        dead = dead_all[mine]
+        if not bool(dead.any()):
+            return
         W = self.layer.weight
-        W[dead] = residual[pick] * self.layer.mask[dead]  # residual rows, respecting the mask
+        W[dead] = residual[pick[order[mine][dead]]] * self.layer.mask[dead]  # residual rows, respecting the mask
         W[dead] /= W[dead].norm(dim=1, keepdim=True).clamp_min(1e-12)
         # forget the dead atoms' statistics so the next pass does not undo the re-seed
         if self.dict_update == "bcd":
@@ -353,7 +397,7 @@ class SparseCoding(Objective):
             self.A[:, dead] = 0
             self.B[dead] = 0
         else:
-            self.usage[dead] = usage.median()  # a fresh atom starts at the typical usage, not re-seeded at once
+            self.usage[dead] = full.median()  # a fresh atom starts at the typical usage, not re-seeded at once
         if self.dict_update == "adam":
             self.adam_m[dead] = 0
             self.adam_v[dead] = 0

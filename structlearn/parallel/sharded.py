@@ -136,36 +136,17 @@ class ShardedSparseCoding(SparseCoding):
                 "loss": 0.5 * (r * r).sum(1).mean() + self.lam * penalty.mean(),
                 "recon_rel_error": (r * r).sum() / (x * x).sum(), "active_codes": active.mean()}
 
-    @torch.no_grad()
-    def _resample_dead_(self, residual: Tensor) -> None:
-        """As unsharded: the dead atoms and their residual rows are chosen over all atoms (an
-        all-gather of the usages), and each rank re-seeds its own."""
+    def _global_usage(self) -> tuple[Tensor, slice]:
+        """Every atom's usage (an all-gather of the shards'), so dead atoms and their residual
+        rows are chosen as on one process; each rank re-seeds its own."""
         usage = self.atom_usage()
-        if self.size > 1:
-            parts = [torch.empty(stop - start, dtype=usage.dtype, device=usage.device)
-                     for start, stop in (shard_bounds(self.n_units_total, r, self.size) for r in range(self.size))]
-            dist.all_gather(parts, usage.contiguous(), group=self.group)
-            full = torch.cat(parts)
-        else:
-            full = usage
-        dead = full < self.dead_fraction * full.median()
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return
-        g = torch.Generator(device="cpu").manual_seed(int(self.seed) + int(self.steps))
-        pick = torch.randint(residual.shape[0], (n_dead,), generator=g).to(residual.device)
         start, stop = shard_bounds(self.n_units_total, self.rank, self.size)
-        order = torch.cumsum(dead.long(), 0) - 1  # which pick each dead atom takes
-        mine = dead[start:stop]
-        if not bool(mine.any()):
-            return
-        W = self.layer.weight
-        W[mine] = residual[pick[order[start:stop][mine]]] * self.layer.mask[mine]
-        W[mine] /= W[mine].norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.usage[mine] = full.median()
-        if self.dict_update == "adam":
-            self.adam_m[mine] = 0
-            self.adam_v[mine] = 0
+        if self.size == 1:
+            return usage, slice(start, stop)
+        parts = [torch.empty(b - a, dtype=usage.dtype, device=usage.device)
+                 for a, b in (shard_bounds(self.n_units_total, r, self.size) for r in range(self.size))]
+        dist.all_gather(parts, usage.contiguous(), group=self.group)
+        return torch.cat(parts), slice(start, stop)
 
     def _init_from_data_(self, x: Tensor) -> None:
         raise ValueError("init='data' is not sharded yet; allowed: init 'random' with a sharded layer")
