@@ -38,7 +38,9 @@ STATE_OK = {("commands/__init__.py", "set_threads"),
             ("commands/bench.py", "_limit_threads"), ("depth/study.py", "_worker_entry"), ("cli.py", "main"),
             # W&B reads its core-log, staging and cache folders from the environment alone: set for the
             # duration of one W&B call, only where the user has not set them, and restored at once
-            ("loggers.py", "wandb_folders")}
+            ("loggers.py", "wandb_folders"),
+            # a torchrun entry point (python -m structlearn.testing.sharded_check): one thread per rank
+            ("testing/sharded_check.py", "main")}
 STATE_CALLS = ("set_num_threads", "set_num_interop_threads", "umask", "putenv")
 
 
