@@ -10,7 +10,7 @@ partial reconstructions, and the rest is local:
 (Beck and Teboulle 2009; the same iteration as :func:`structlearn.functional.sparse.fista`'s
 path through ``D``). The constant ``L = ||D||_2^2`` is the top eigenvalue of
 ``D^T D = sum_r D_r^T D_r``: one all-reduce of a ``(d, d)`` Gram matrix (exact) or of a
-``d``-vector per power iteration. The gradient dictionary updates are local to each shard
+``d``-vector per power or Lanczos step (``lipschitz: power``). The gradient dictionary updates are local to each shard
 (``G_r = -z_r^T (x - z D) / n``), so :class:`ShardedSparseCoding` trains the same
 dictionary as the unsharded :class:`~structlearn.objectives.sparse_coding.SparseCoding`
 (tested to rounding in float64), with ``k / P`` atoms' memory and work per rank. Block
