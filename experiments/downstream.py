@@ -35,16 +35,16 @@ import numpy as np
 import torch
 
 TASKS = ("bundled", "digits", "lfw", "cifar")
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t-interval (0 for a single value)."""
+    from scipy.stats import t
+
     a = np.asarray(values, dtype=float)
     if a.size < 2:
         return float(a.mean()), 0.0
-    t = T975.get(a.size - 1, 1.96)
-    return float(a.mean()), float(t * a.std(ddof=1) / math.sqrt(a.size))
+    return float(a.mean()), float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
 
 
 def load_task(name: str, shape: tuple[int, int], whitener, cifar: str | None, quick: bool):

@@ -334,42 +334,32 @@ def register_timm(spec_path: str | Path, name: str) -> str:
 
 
 def register() -> None:
-    """Entry point: adds the ``optuna_space`` exporter to structlearn's EXPORTERS."""
+    """Entry point: adds the ``ray``, ``syne``, ``optuna`` and ``optuna_space`` exporters to
+    structlearn's EXPORTERS (each writes one JSON file)."""
     from structlearn.export import EXPORTERS
     from structlearn.io import atomic_write_json
 
     if "optuna_space" in EXPORTERS:
         return
 
-    @EXPORTERS.register("ray")
-    def _ray_factory():
-        def write(spec: dict[str, Any], path: Path) -> None:
-            """Ray Tune's choices and the discovered point (:func:`ray_space`)."""
-            atomic_write_json(path, ray_space(spec))
+    def optuna_json(spec: dict[str, Any]) -> dict[str, Any]:
+        """``{name: distribution JSON}``: ``optuna.distributions.json_to_distribution`` loads each."""
+        from optuna.distributions import distribution_to_json
 
-        return write
+        return {k: distribution_to_json(d) for k, d in distributions(spec).items()}
 
-    @EXPORTERS.register("syne")
-    def _syne_factory():
-        def write(spec: dict[str, Any], path: Path) -> None:
-            """Syne Tune's config-space JSON (:func:`syne_config_space`)."""
-            atomic_write_json(path, syne_config_space(spec))
+    def json_exporter(make: Any) -> Any:
+        def factory() -> Any:
+            def write(spec: dict[str, Any], path: Path) -> None:
+                atomic_write_json(path, make(spec))
 
-        return write
+            write.__doc__ = make.__doc__
+            return write
 
-    @EXPORTERS.register("optuna")
-    def _optuna_factory():
-        def write(spec: dict[str, Any], path: Path) -> None:
-            """``{name: distribution JSON}``: ``optuna.distributions.json_to_distribution`` loads each."""
-            from optuna.distributions import distribution_to_json
+        return factory
 
-            atomic_write_json(path, {k: distribution_to_json(d) for k, d in distributions(spec).items()})
-
-        return write
-
-    @EXPORTERS.register("optuna_space")
-    def _factory():
-        def write(spec: dict[str, Any], path: Path) -> None:
-            atomic_write_json(path, search_space(spec))
-
-        return write
+    # Ray Tune's choices and the discovered point, Syne Tune's config-space JSON, Optuna's
+    # distribution JSON, and the plugin's own space format
+    for name, make in (("ray", ray_space), ("syne", syne_config_space), ("optuna", optuna_json),
+                       ("optuna_space", search_space)):
+        EXPORTERS.register(name)(json_exporter(make))
