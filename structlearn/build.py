@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -26,12 +27,16 @@ def build_objective(lcfg: LayerConfig, n_in: int, input_shape: tuple[int, ...], 
         raise ValueError(f"layers.{li}.params: {e}") from None
 
 
-def check_layers(cfg: RunConfig, n_in: int, input_shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    """Build every layer's objective (on CPU, unused) and check its fine-tuning parameters:
-    a bad objective name or hyperparameter fails here, before any work or file."""
+def check_layers(cfg: RunConfig, n_in: int, input_shape: tuple[int, ...], dtype: torch.dtype,
+                 also: Callable[[int, LayerConfig, Objective], None] | None = None) -> None:
+    """Build every layer's objective (on CPU, unused) and check its fine-tuning parameters
+    (and ``also(li, lcfg, objective)``, e.g. whether it splits over the processes): a bad
+    objective name or hyperparameter fails here, before any work or file."""
     shape: tuple[int, ...] = input_shape
     for li, lcfg in enumerate(cfg.layers):
         obj = build_objective(lcfg, n_in, shape, cfg.seed, li, torch.device("cpu"), dtype)
+        if also is not None:
+            also(li, lcfg, obj)
         if lcfg.prune is not None and lcfg.prune.finetune_params:
             try:
                 obj.validate_params(**lcfg.prune.finetune_params)

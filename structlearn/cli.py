@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     # section 11: slowdown beside a CPU hog 3.43x -> 1.60x, quiet run +9%). A user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])  # for commands that relaunch themselves (--nproc)
     try:
         return int(args._run(args) or 0)
     except Exception as e:  # an expected failure is one line (exit 2); --debug shows the traceback

@@ -198,6 +198,31 @@ class WandbConfig:
                 raise ValueError(f"wandb.tags has {t!r}; allowed: non-empty tags of at most 64 characters")
 
 
+PARALLEL_BACKENDS = ("auto", "gloo", "nccl")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How ``torchrun --nproc_per_node N`` (or ``discover --nproc N``) splits one layer over its
+    ``N`` processes: a 2-D mesh ``("dp", "atoms")`` of ``dp`` data-parallel replicas times
+    ``atoms`` atom shards (``dp * atoms = N``). Sparse coding shards its atoms (FISTA with one
+    all-reduce per iteration, local gradient updates) and splits each batch over the replicas;
+    RICA and natural-gradient InfoMax run data-parallel (their batch-mean statistics are
+    all-reduced). With one process none of it applies. Not part of the experiment: a run may
+    resume on another number of processes (results then agree to rounding, not bit for bit)."""
+
+    dp: int = 1  # data-parallel replicas (each batch split evenly over them)
+    atoms: int = 0  # atom shards; 0: the processes / dp
+    backend: str = "auto"  # auto (NCCL on CUDA, else gloo) | gloo | nccl
+    timeout_s: float = 60.0  # a collective waiting longer than this ends the run with an error (a dead or hung rank)
+
+    def validate(self) -> None:
+        check_range("parallel.dp", self.dp, 1, None, integer=True)
+        check_range("parallel.atoms", self.atoms, 0, None, integer=True)
+        check_choice("parallel.backend", self.backend, PARALLEL_BACKENDS)
+        check_range("parallel.timeout_s", self.timeout_s, 1, None)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "mosaic_sparse"  # run name (folder runs/<time>-<name>)
@@ -210,6 +235,7 @@ class RunConfig:
     eval_every: int = 100  # steps between held-out evaluations
     checkpoint_every: int = 100  # steps between checkpoints
     wandb: WandbConfig = field(default_factory=WandbConfig)  # W&B mode and identity (not part of the experiment)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # processes of one layer (not part of the experiment)
 
     def validate(self) -> None:
         self.data.validate()
@@ -218,6 +244,7 @@ class RunConfig:
         for i, layer in enumerate(self.layers):
             layer.validate(i)
         self.wandb.validate()
+        self.parallel.validate()
         check_choice("dtype", self.dtype, ("float32", "float64"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device={self.device!r}; allowed: auto, cpu, cuda, cuda:N")

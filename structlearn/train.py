@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import yaml
 from torch import Tensor
 
 from structlearn.build import (
@@ -43,15 +44,25 @@ from structlearn.build import (
     snapshot,
 )
 from structlearn.callbacks import Callback, make_summary
-from structlearn.config import LayerConfig, RunConfig, dump_config
+from structlearn.config import LayerConfig, RunConfig, to_dict
 from structlearn.data.prepare import Prepared, prepare
 from structlearn.io import atomic_torch_save, load_checkpoint
 from structlearn.metrics import evaluate
 from structlearn.objectives.base import Objective
+from structlearn.parallel.checkpoint import (
+    SHARDED,
+    latest_sharded,
+    load_sharded,
+    read_sharded_meta,
+    remove_sharded,
+    save_sharded,
+)
+from structlearn.parallel.engine import LayerEngine
+from structlearn.parallel.mesh import Mesh
 from structlearn.runtime import derive_seed, resolve_device, resolve_dtype
 
 CHECKPOINT_VERSION = 1
-RESUME_FREE = ("wandb",)  # config fields a resumed run may change (not part of the experiment)
+RESUME_FREE = ("wandb", "parallel")  # config fields a resumed run may change (not part of the experiment)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -59,8 +70,11 @@ class Interrupted(KeyboardInterrupt):
 
 
 def experiment_config(cfg: RunConfig) -> str:
-    """The config as resume compares it: without the fields in :data:`RESUME_FREE`."""
-    return dump_config(replace(cfg, **{k: getattr(RunConfig(), k) for k in RESUME_FREE}))
+    """The config as resume compares it: the fields in :data:`RESUME_FREE` at their defaults,
+    ``parallel`` left out (so checkpoints written before it existed still match)."""
+    d = to_dict(replace(cfg, **{k: getattr(RunConfig(), k) for k in RESUME_FREE}))
+    d.pop("parallel")
+    return yaml.safe_dump(d, sort_keys=False)
 
 
 @dataclass
@@ -76,36 +90,55 @@ class RunState:
     rewind: dict | None = None  # {"objective": state tensors, "optimizer": state} at prune.rewind_step
 
 
+def checkpoint_meta(cfg: RunConfig, st: RunState, optimizer: dict | None, g: torch.Generator | None) -> dict:
+    """Everything a checkpoint holds besides the objective's state."""
+    return {"version": CHECKPOINT_VERSION, "config": experiment_config(cfg), **vars(st), "optimizer": optimizer,
+            "rng": None if g is None else g.get_state()}
+
+
 def save_checkpoint(path: Path, cfg: RunConfig, st: RunState, obj: Objective | None, g: torch.Generator | None) -> None:
-    """Atomically: the run state, the objective's state and optimizer state, the batch generator's state."""
-    atomic_torch_save(path, {
-        "version": CHECKPOINT_VERSION, "config": experiment_config(cfg), **vars(st),
-        "objective": None if obj is None else {k: v.cpu() for k, v in obj.state_dict().items()},
-        "optimizer": None if obj is None else obj.optimizer_state(), "rng": None if g is None else g.get_state()})
+    """Atomically: the run state, the objective's state and optimizer state, the batch generator's
+    state (a sharded checkpoint of an earlier multi-process session is then removed)."""
+    meta = checkpoint_meta(cfg, st, None if obj is None else obj.optimizer_state(), g)
+    atomic_torch_save(path, {**meta, "objective": None if obj is None else {k: v.cpu() for k, v in obj.state_dict().items()}})
+    remove_sharded(path.parent)
+
+
+def _position(ck: dict) -> tuple:
+    return bool(ck.get("complete")), int(ck.get("layer", 0)), int(ck.get("step", 0))
 
 
 def read_checkpoint(path: Path, cfg: RunConfig) -> dict | None:
-    """The checkpoint at ``path`` (None when there is none), refused when it is corrupt, of another
-    version, or written by another experiment."""
-    if not path.exists():
+    """The run's checkpoint (None when there is none): ``path`` (one process) or the sharded
+    one beside it (:mod:`structlearn.parallel.checkpoint`), whichever is further on; refused
+    when it is corrupt, of another version, or written by another experiment."""
+    found = []
+    if path.exists():
+        found.append((load_checkpoint(path), repr(str(path))))
+    folder = latest_sharded(path.parent)
+    if folder is not None:
+        found.append((read_sharded_meta(folder), repr(str(folder))))
+    if not found:
         return None
-    ck, where = load_checkpoint(path), repr(str(path))
-    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {where} has version {ck.get('version') if isinstance(ck, dict) else '?'}; "
-                         f"allowed: {CHECKPOINT_VERSION}")
-    if ck["config"] != experiment_config(cfg):
-        raise ValueError(f"checkpoint {where} was written by a different config; resume with the run's own config.yaml")
-    return ck
+    for ck, where in found:
+        if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint {where} has version {ck.get('version') if isinstance(ck, dict) else '?'}; "
+                             f"allowed: {CHECKPOINT_VERSION}")
+        if ck["config"] != experiment_config(cfg):
+            raise ValueError(f"checkpoint {where} was written by a different config; resume with the run's own config.yaml")
+    return max(found, key=lambda f: _position(f[0]))[0]
 
 
 class Trainer:
     """Runs a :class:`RunConfig`; ``checkpoint`` is the checkpoint path (None: memory only)."""
 
     def __init__(self, cfg: RunConfig, checkpoint: str | Path | None = None, callbacks: Sequence[Callback] = (),
-                 data: Prepared | None = None, stop: Any = None) -> None:
-        self.cfg, self.callbacks, self.data, self.stop = cfg, list(callbacks), data, stop
+                 data: Prepared | None = None, stop: Any = None, mesh: Mesh | None = None) -> None:
+        self.cfg, self.callbacks, self.data, self.stop, self.mesh = cfg, list(callbacks), data, stop, mesh
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+        self.device = mesh.device if mesh is not None else resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype)
+        self.engine: LayerEngine | None = None  # the layer in training, on a mesh
         self.objectives: list[Objective] = []
         self._checked = False
 
@@ -123,14 +156,43 @@ class Trainer:
             check_memory(self.cfg, self.device, self.dtype)  # before any allocation
             if self.data is None:
                 self.data = prepare(self.cfg.data, derive_seed(self.cfg.seed, "data"))
-            check_layers(self.cfg, self.data.train.shape[1], self.data.input_shape, self.dtype)
+            mesh = self.mesh
+            also = None if mesh is None else (lambda li, lc, obj: LayerEngine.check(mesh, obj, lc.batch_size, f"layers.{li}"))
+            check_layers(self.cfg, self.data.train.shape[1], self.data.input_shape, self.dtype, also)
             self._checked = True
         assert self.data is not None
         return self.data
 
     def _save(self, st: RunState, obj: Objective | None = None, g: torch.Generator | None = None) -> None:
-        if self.checkpoint is not None:
+        if self.checkpoint is None:
+            return
+        if self.mesh is None:
             save_checkpoint(self.checkpoint, self.cfg, st, obj, g)
+            return
+        eng = self.engine if obj is not None else None  # collective: every rank writes its shard
+        meta = checkpoint_meta(self.cfg, st, None if eng is None else eng.local.optimizer_state(), g)
+        save_sharded(self.checkpoint.parent, meta, None if eng is None else eng.sharded_state(), self.mesh)
+
+    def _restore(self, ck: dict, obj: Objective) -> None:
+        """The objective's state from a checkpoint: a single-process one (every rank keeps its
+        rows) or a sharded one (resharded by DCP to this run's processes, one included)."""
+        eng = self.engine
+        if ck["objective"] != SHARDED:
+            obj.load_state_dict({k: v.to(self.device) for k, v in ck["objective"].items()})
+            if eng is not None:
+                eng.push()
+        elif eng is not None and eng.sharded:
+            state = eng.sharded_state()
+            load_sharded(ck["sharded_folder"], state)
+            with torch.no_grad():
+                for key, t in eng.local.state_dict().items():
+                    v = state[key]
+                    t.copy_(v.to_local() if hasattr(v, "to_local") else v)
+            eng.pull()
+        else:
+            state = obj.state_dict()  # shares the storage: loaded in place
+            load_sharded(ck["sharded_folder"], state)
+        (obj if eng is None else eng.local).load_optimizer_state(ck["optimizer"] or {})
 
     def _load(self) -> dict | None:
         return read_checkpoint(self.checkpoint, self.cfg) if self.checkpoint is not None else None
@@ -200,8 +262,11 @@ class Trainer:
             **{f"pruned/{k}": v for k, v in evaluate(obj, x_eval, tile_map, image).items()}})
 
     def _boundary(self, st: RunState | None = None, obj: Objective | None = None, g: torch.Generator | None = None) -> None:
-        """At a step boundary: when ``stop`` is set, checkpoint here (if mid-layer) and raise."""
-        if self.stop is not None and self.stop.is_set():
+        """At a step boundary: when ``stop`` is set (on any rank), checkpoint here (if mid-layer) and raise."""
+        stop = self.stop is not None and self.stop.is_set()
+        if self.mesh is not None:
+            stop = self.mesh.agree(stop)
+        if stop:
             if st is not None:
                 self._save(st, obj, g)
             raise Interrupted
@@ -213,14 +278,26 @@ class Trainer:
             st.rewind = snapshot(obj)
         while pr is not None and st.rounds_done < pruner.rounds and st.step == lcfg.steps + st.rounds_done * pr.finetune_steps:
             self._prune_round(li, lcfg, obj, pruner, x_eval, st)
+            if self.engine is not None:
+                self.engine.push()  # the new mask (and rewound weights, fine-tuning parameters) to the shards
+
+    def _full_needed(self, lcfg: LayerConfig, pruner: Any, st: RunState, first: bool) -> bool:
+        """On a mesh: whether anything reads the full layer after step ``st.step`` (an event,
+        an evaluation, the filter montages, the layer's end), so the shards are gathered first.
+        The same answer on every rank: the gather is collective."""
+        pr, s = lcfg.prune, st.step
+        every = (self.cfg.eval_every, self.cfg.wandb.log_images_every or self.cfg.eval_every)
+        return (first or s == layer_total(lcfg) or any(s % e == 0 for e in every)
+                or (pr is not None and (pr.rewind_step == s or (st.rounds_done < pruner.rounds
+                                                                and s == lcfg.steps + st.rounds_done * pr.finetune_steps))))
 
     def _train_layer(self, li: int, lcfg: LayerConfig, obj: Objective, x_train: Tensor, x_test: Tensor,
                      st: RunState, ck: dict | None) -> None:
         g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "batches", li))
         self.live = obj  # the layer in training, for callbacks (filter montages over time)
+        eng = self.engine = LayerEngine(self.mesh, obj, lcfg.batch_size, f"layers.{li}") if self.mesh is not None else None
         if ck is not None:
-            obj.load_state_dict({k: v.to(self.device) for k, v in ck["objective"].items()})
-            obj.load_optimizer_state(ck["optimizer"] or {})
+            self._restore(ck, obj)
             g.set_state(ck["rng"])
         else:
             st.layer, st.step, st.before_prune, st.rounds_done, st.trajectory, st.rewind = li, 0, None, 0, [], None
@@ -229,15 +306,22 @@ class Trainer:
         after_step = getattr(pruner, "after_step", None)
         if pr is not None and st.rounds_done > 0 and pr.finetune_params:
             obj.set_params(**pr.finetune_params)  # hyperparameters are not in the state dict
+            if eng is not None:
+                eng.push()
         total, tile_map = layer_total(lcfg), self.prepare().tile_map if li == 0 else None
         x_eval = x_test[: min(512, x_test.shape[0])]
         self._events(li, lcfg, obj, pruner, x_eval, st)
+        first = True
         while st.step < total:
             idx = torch.randint(x_train.shape[0], (lcfg.batch_size,), generator=g)
-            out = obj.train_step(x_train[idx].to(self.device, self.dtype))
+            xb = x_train[idx].to(self.device, self.dtype)
+            out = obj.train_step(xb) if eng is None else eng.step(xb)
             if after_step is not None and st.rounds_done > 0:
-                after_step(obj.layer)
+                after_step(obj.layer if eng is None else eng.local.layer)
             st.step += 1
+            if eng is not None and self._full_needed(lcfg, pruner, st, first):
+                eng.pull()
+            first = False
             self._events(li, lcfg, obj, pruner, x_eval, st)
             gs = self.global_step(li, st.step)
             if st.step % 10 == 0 or st.step == total:
@@ -257,4 +341,5 @@ class Trainer:
                            **({f"{k}_before_prune": v for k, v in st.before_prune.items()} if st.before_prune else {}),
                            **({"prune_trajectory": traj} if pruner is not None and pruner.rounds > 1 else {})})
         st.layer, st.step, st.before_prune, st.rounds_done, st.trajectory, st.rewind = li + 1, 0, None, 0, [], None
+        self.engine = None
         self._save(st)

@@ -11,13 +11,18 @@ from structlearn.parallel import shard_bounds
 from structlearn.testing import sharded_check
 
 
-def test_shard_bounds_cover_every_atom_once():
-    for k, size in ((10, 3), (96, 2), (7, 7)):
+def test_shard_bounds_are_torch_chunk_blocks():
+    """The blocks are ``torch.chunk``'s (DTensor's ``Shard(0)`` layout, which the sharded
+    checkpoints record); a split that leaves a rank without atoms is refused."""
+    for k, size in ((10, 3), (96, 2), (7, 7), (7, 3), (1000, 16)):
         spans = [shard_bounds(k, r, size) for r in range(size)]
-        assert spans[0][0] == 0 and spans[-1][1] == k and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-        assert max(b - a for a, b in spans) - min(b - a for a, b in spans) <= 1
+        chunks = torch.arange(k).chunk(size)
+        assert len(chunks) == size
+        assert spans == [(int(c[0]), int(c[-1]) + 1) for c in chunks]
     with pytest.raises(ValueError, match="allowed: 0 <= rank < size <= k"):
         shard_bounds(3, 0, 4)
+    with pytest.raises(ValueError, match="leave rank 3 of 4 without atoms"):
+        shard_bounds(5, 0, 4)
 
 
 def test_two_processes_match_one(tmp_path):

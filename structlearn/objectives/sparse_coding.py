@@ -219,7 +219,18 @@ class SparseCoding(Objective):
         return fista(x, D, self.lam, n_iter, L=self.lipschitz_constant(D), prox=self.prox())
 
     def encode(self, x: Tensor) -> Tensor:
-        return self.infer(x, self.eval_iter)
+        """Codes at ``eval_iter`` iterations. An evaluation leaves the training state alone: the
+        warm power iteration's vector and call count (``lipschitz: power``) are put back, so
+        how often a run evaluates never changes what it trains (nor does a sharded run's
+        evaluation of its gathered layer)."""
+        if self.lipschitz != "power":
+            return self.infer(x, self.eval_iter)
+        kept = self.power_vector.clone(), self.power_calls.clone()
+        try:
+            return self.infer(x, self.eval_iter)
+        finally:
+            self.power_vector.copy_(kept[0])
+            self.power_calls.copy_(kept[1])
 
     def decode(self, z: Tensor) -> Tensor:
         return z @ self.layer.effective_weight().detach()

@@ -39,13 +39,17 @@ def world(group: Any = None) -> tuple[int, int]:
 
 
 def shard_bounds(k: int, rank: int, size: int) -> tuple[int, int]:
-    """Rows ``[start, stop)`` of rank ``rank``: ``k`` atoms in ``size`` contiguous blocks whose
-    sizes differ by at most one (the first ``k % size`` blocks take one more)."""
+    """Rows ``[start, stop)`` of rank ``rank``: ``k`` atoms in ``size`` contiguous blocks of
+    ``ceil(k / size)`` (the last may be shorter), ``torch.chunk``'s split and DTensor's
+    ``Shard(0)`` layout, so a sharded checkpoint (:mod:`structlearn.parallel.checkpoint`)
+    records each block at its true offset. Every rank must get at least one atom."""
     if not 0 <= rank < size or k < size:
         raise ValueError(f"rank {rank} of {size} for {k} atoms; allowed: 0 <= rank < size <= k")
-    base, extra = divmod(k, size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
+    c = -(-k // size)
+    if (size - 1) * c >= k:
+        raise ValueError(f"{k} atoms in blocks of {c} leave rank {size - 1} of {size} without atoms; allowed: "
+                         f"a number of atoms with (size - 1) * ceil(k / size) < k, e.g. a multiple of {size}")
+    return min(rank * c, k), min((rank + 1) * c, k)
 
 
 def all_reduce_(t: Tensor, group: Any = None) -> Tensor:
