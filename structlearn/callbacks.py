@@ -36,7 +36,7 @@ from structlearn.viz.montage import filters_to_rgb, labels_to_rgb, save_png, ups
 SUMMARY_KEYS = ("tile_purity_mean", "tile_purity_median", "single_tile_fraction", "density", "recon_rel_error",
                 "code_kurtosis", "active_codes", "participation_ratio_mean", "chance_purity", "tile_purity_shuffled_mean",
                 "loss", "tile_purity_mean_before_prune", "single_tile_fraction_before_prune",
-                "recon_rel_error_before_prune")
+                "recon_rel_error_before_prune", "energy_radius90_median")
 
 
 def make_summary(cfg: RunConfig, data: Prepared, results: list[dict], seconds: float, device: torch.device) -> dict[str, Any]:

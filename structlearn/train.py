@@ -241,7 +241,7 @@ class Trainer:
         pr, r, image = lcfg.prune, st.rounds_done, li == 0
         assert pr is not None
         tile_map = self.prepare().tile_map if image else None
-        metrics = evaluate(obj, x_eval, tile_map, image)
+        metrics = self._evaluate(obj, x_eval, tile_map, image)
         if r == 0:
             st.before_prune = metrics
         st.trajectory.append({"round": r, "step": st.step, **metrics})
@@ -259,7 +259,15 @@ class Trainer:
         st.rounds_done = r + 1
         self.emit("on_log", self.global_step(li, st.step), {
             "layer": li, "prune/round": r, "prune/density": obj.layer.density(),
-            **{f"pruned/{k}": v for k, v in evaluate(obj, x_eval, tile_map, image).items()}})
+            **{f"pruned/{k}": v for k, v in self._evaluate(obj, x_eval, tile_map, image).items()}})
+
+    def _evaluate(self, obj: Objective, x: Tensor, tile_map: Tensor | None, image: bool) -> dict[str, float]:
+        """Held-out metrics of the layer in training; on a mesh its codes come from the sharded
+        inference (every rank takes part, so this runs outside the callbacks)."""
+        if self.engine is None:
+            return evaluate(obj, x, tile_map, image)
+        with self.engine.sharded_inference():
+            return evaluate(obj, x, tile_map, image)
 
     def _boundary(self, st: RunState | None = None, obj: Objective | None = None, g: torch.Generator | None = None) -> None:
         """At a step boundary: when ``stop`` is set (on any rank), checkpoint here (if mid-layer) and raise."""
@@ -327,13 +335,13 @@ class Trainer:
             if st.step % 10 == 0 or st.step == total:
                 self.emit("on_log", gs, {"layer": li, **{f"train/{k}": float(v) for k, v in out.items()}})
             if st.step % self.cfg.eval_every == 0 and st.step < total:
-                ev = evaluate(obj, x_eval, tile_map, li == 0)
+                ev = self._evaluate(obj, x_eval, tile_map, li == 0)
                 self.emit("on_log", gs, {"layer": li, **{f"eval/{k}": v for k, v in ev.items()}})
             if st.step % self.cfg.checkpoint_every == 0 and st.step < total:
                 self._save(st, obj, g)
             self.emit("on_step", li, gs, out)
             self._boundary(st, obj, g)
-        final = evaluate(obj, x_test, tile_map, li == 0)
+        final = self._evaluate(obj, x_test, tile_map, li == 0)
         self.emit("on_log", self.global_step(li, total), {"layer": li, **{f"final/{k}": v for k, v in final.items()}})
         st.done.append({k: v.cpu() for k, v in obj.state_dict().items()})
         traj = st.trajectory + [{"round": st.rounds_done, "step": total, **final}]

@@ -113,3 +113,45 @@ def test_shuffled_purity_is_the_chance_level_of_the_weights():
     assert torch.equal(shuffled_purity(R, TM, seed=3), shuffled_purity(R, TM, seed=3))
     with pytest.raises(ValueError, match="n_perm"):
         shuffled_purity(R, TM, n_perm=0)
+
+
+def _radius_loop(w: torch.Tensor, fraction: float) -> float:
+    """The 90%-energy radius of one field, written out in float64 with Python loops."""
+    e = (w.double() ** 2).tolist()
+    H, W = len(e), len(e[0])
+    tot = sum(map(sum, e))
+    cy = sum(e[i][j] * i for i in range(H) for j in range(W)) / tot
+    cx = sum(e[i][j] * j for i in range(H) for j in range(W)) / tot
+    pix = sorted((((i - cy) ** 2 + (j - cx) ** 2) ** 0.5, e[i][j]) for i in range(H) for j in range(W))
+    acc = 0.0
+    for d, v in pix:
+        acc += v
+        if acc >= fraction * tot * (1 - 1e-12):
+            return d
+    return pix[-1][0]
+
+
+def test_energy_radius_closed_forms_reference_and_invariances():
+    from structlearn.structure.locality import energy_radius
+
+    W = torch.zeros(3, 16, 16)
+    W[0, 5, 7] = 2.0  # one pixel: radius 0
+    W[1, 3:6, 3:6] = 1.0  # a 3x3 square: 8 of 9 pixels within 1, the corners at sqrt(2) -> 90% needs sqrt(2)
+    W[2, 0, 0] = W[2, 0, 2] = 1.0  # two pixels 2 apart: centre between them, radius 1
+    r = energy_radius(W)
+    torch.testing.assert_close(r, torch.tensor([0.0, 2 ** 0.5, 1.0]))
+    g = torch.Generator().manual_seed(0)
+    rand = torch.randn(20, 9, 12, generator=g) * (torch.rand(20, 9, 12, generator=g) < 0.3)
+    ref = torch.tensor([_radius_loop(w, 0.9) for w in rand], dtype=torch.float32)
+    torch.testing.assert_close(energy_radius(rand), ref)
+    torch.testing.assert_close(energy_radius(rand, 0.5), torch.tensor([_radius_loop(w, 0.5) for w in rand]))
+    blob = torch.zeros(1, 32, 32)
+    blob[0, 4:9, 6:10] = torch.randn(5, 4, generator=g)
+    moved = torch.roll(blob, shifts=(15, 11), dims=(1, 2))  # still inside the image
+    torch.testing.assert_close(energy_radius(moved), energy_radius(blob))  # translation
+    torch.testing.assert_close(energy_radius(-3.0 * blob), energy_radius(blob))  # sign and scale
+    assert energy_radius(torch.zeros(1, 4, 4)).isnan().all()
+    uniform = locality_summary(torch.ones(5, 32, 32))["energy_radius90_median"]
+    assert uniform == pytest.approx((0.9 * 1024 / torch.pi) ** 0.5 / 32, rel=0.05)  # a disc of 90% of the area (pixels: +3.5%)
+    with pytest.raises(ValueError, match="allowed: \\(0, 1\\]"):
+        energy_radius(W, 0.0)

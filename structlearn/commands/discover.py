@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "wandb.job_type, wandb.tags=[a,b], wandb.entity, wandb.project")
     p.add_argument("--no-html", action="store_true", help="do not write report.html at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-readout", action="store_true",
+                   help="stop after training (no structure.json or report.html; `structlearn report RUN` makes them later): "
+                        "the read-out of a layer of thousands of units takes minutes")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes: starts `torchrun --standalone --nproc_per_node N -m structlearn discover "
                         "...` (the same as launching that yourself; multi-node: torchrun's own --nnodes/--rdzv-endpoint); "
@@ -76,14 +79,23 @@ def run(args: argparse.Namespace) -> int:
                 print(f"interrupted after training; the read-out is skipped: structlearn report {run_dir}",
                       file=sys.stderr)
                 return 130
+            if args.no_readout:
+                print(json.dumps(_headline(summary), indent=2))
+                print(f"wrote {run_dir}/summary.json; the read-out is skipped: structlearn report {run_dir} --html",
+                      file=sys.stderr)
+                return 0
             structure = job.read_out(html=not args.no_html)
-    show = {k: summary[k] for k in ("objective", "n_units", "input_shape", "density", "tile_purity_mean",
-                                    "single_tile_fraction", "recon_rel_error", "code_kurtosis", "seconds") if k in summary}
-    print(json.dumps(show, indent=2))
+    print(json.dumps(_headline(summary), indent=2))
     print(f"wrote {run_dir}/summary.json", file=sys.stderr)
     print(format_structure_table(structure))  # read-out failures are recorded, not raised
     print(f"wrote {run_dir}/structure.json" + ("" if args.no_html else f" and {run_dir}/report.html"), file=sys.stderr)
     return 0
+
+
+def _headline(summary: dict) -> dict:
+    return {k: summary[k] for k in ("objective", "n_units", "input_shape", "density", "tile_purity_mean",
+                                    "single_tile_fraction", "energy_radius90_median", "recon_rel_error", "code_kurtosis",
+                                    "seconds") if k in summary}
 
 
 def launch(args: argparse.Namespace) -> int:

@@ -21,7 +21,8 @@ one (``local``):
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -133,6 +134,32 @@ class LayerEngine:
                 stats[k] = torch.cat(parts)
         if "n" in stats:
             stats["n"] = stats["n"] * dp
+
+    @contextmanager
+    def sharded_inference(self) -> Iterator[None]:
+        """Inside: ``full``'s FISTA runs on the shards (each rank its atoms' codes, then one
+        all-gather of the ``(n, k)`` codes), so an evaluation costs ``1 / atoms`` of it on
+        every rank instead of all of it; the local training state (the power iteration's) is
+        left as it was. Every rank must enter it at the same point (the trainer's evaluations)."""
+        if not self.sharded:
+            yield
+            return
+        full, local, k, group = self.full, self.local, self.full.layer.n_units, self.mesh.atom_group
+
+        def infer(x: Tensor, n_iter: int) -> Tensor:
+            kept = {n: b.clone() for n, b in local.named_buffers() if n.startswith("power_")}
+            try:
+                z = local.infer(x, n_iter)  # (n, k_r)
+            finally:
+                for n, b in kept.items():
+                    local.get_buffer(n).copy_(b)
+            return gather_rows(z.T.contiguous(), k, group).T
+
+        full.__dict__["infer"] = infer
+        try:
+            yield
+        finally:
+            del full.__dict__["infer"]
 
     # ------------------------------------------------------------------ checkpoints
     def sharded_state(self) -> dict[str, Any]:

@@ -14,6 +14,11 @@
 - participation ratio ``PR = (sum w^2)^2 / sum w^4`` (1 = one weight, D = uniform;
   Ingrosso and Goldt 2022).
 - density: share of non-zero weights.
+- energy radius (issue 11, whole images): the radius of the smallest disc around the unit's
+  centre of energy ``c = sum_p w_p^2 p / sum_p w_p^2`` that holds ``fraction`` (0.9) of
+  ``sum_p w_p^2``, in pixels; :func:`locality_summary` reports its median as a fraction of the
+  field's longer side. A local filter has a small radius whatever its position; a field spread
+  over the whole image (a 32 x 32 uniform one) about 0.53.
 
 All-zero units (fully pruned) have no receptive field: they get purity NaN and are left out
 of the means, and the summary reports how many there were.
@@ -80,6 +85,29 @@ def participation_ratio(W: Tensor) -> Tensor:
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(W.dtype).tiny), torch.nan)
 
 
+def energy_radius(W: Tensor, fraction: float = 0.9) -> Tensor:
+    """Per-unit radius (pixels) around the centre of energy holding ``fraction`` of the squared
+    weight (module docstring): (n_units,), NaN for all-zero units. One batched sort: the pixels
+    by distance to each unit's centre, the energy accumulated in that order."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction!r} out of range; allowed: (0, 1]")
+    flat = _check(W).double()
+    H, Wd = W.shape[1:]
+    e = flat * flat  # (n, P)
+    tot = e.sum(1)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=e.dtype, device=e.device),
+                            torch.arange(Wd, dtype=e.dtype, device=e.device), indexing="ij")
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+    safe = tot.clamp_min(torch.finfo(e.dtype).tiny)
+    cy, cx = (e @ ys) / safe, (e @ xs) / safe
+    dist = ((ys[None] - cy[:, None]) ** 2 + (xs[None] - cx[:, None]) ** 2).sqrt()  # (n, P)
+    d_sorted, order = dist.sort(1)
+    cum = e.gather(1, order).cumsum(1)
+    first = (cum < fraction * tot[:, None] * (1 - 1e-12)).sum(1).clamp_max(dist.shape[1] - 1)
+    r = d_sorted.gather(1, first[:, None]).squeeze(1)
+    return torch.where(tot > 0, r, torch.nan).to(W.dtype)
+
+
 def locality_summary(W: Tensor, tile_map: Tensor | None = None) -> dict[str, float]:
     """Scalar summary: density, participation ratio, tile purity and single-tile share."""
     flat = _check(W, tile_map)
@@ -90,6 +118,8 @@ def locality_summary(W: Tensor, tile_map: Tensor | None = None) -> dict[str, flo
         "empty_units": int((~alive).sum()),
         "participation_ratio_mean": float(participation_ratio(W)[alive].mean()) if alive.any() else float("nan"),
     }
+    if min(W.shape[1:]) > 1 and alive.any():  # image fields: how far each unit's energy spreads
+        out["energy_radius90_median"] = float(energy_radius(W[alive]).median()) / max(W.shape[1:])
     if tile_map is not None:
         pur = tile_purity(W, tile_map)
         out["tile_purity_mean"] = float(pur[alive].mean()) if alive.any() else float("nan")
