@@ -185,8 +185,10 @@ def test_mcr2_both_sides_same_value_and_gradient():
 
 
 def test_knn_entropy_both_sides_same_value():
-    for r in _run_tiny("knn_entropy"):
-        assert r.quality["abs_diff_nats"] < 1e-9
+    rows = _run_tiny("knn_entropy")
+    assert [("faiss" in r.baseline) for r in rows] == [False, True] * (len(rows) // 2)
+    for r in rows:  # cKDTree in float64: to rounding; faiss ranks and measures in float32
+        assert r.quality["abs_diff_nats"] < (1e-9 if "H_kdtree" in r.quality else 1e-5)
         assert math.isfinite(r.quality["H_ours"])
 
 
@@ -204,12 +206,14 @@ def test_dictionary_learning_reaches_sklearn_objective():
     assert r.quality["eval_rel_dual_gap"] < 1e-6
 
 
-def test_ica_reaches_fastica_quality():
-    synthetic, patches = _run_tiny("ica")
-    assert synthetic.quality["reached"] is True
-    assert synthetic.quality["amari_ours"] <= synthetic.quality["amari_fastica"] + 1e-12
-    assert patches.quality["reached"] is True
-    assert patches.quality["negentropy_ours"] >= 0.99 * patches.quality["negentropy_fastica"]
+def test_ica_reaches_fastica_and_picard_quality():
+    synthetic, synthetic_picard, patches, patches_picard = _run_tiny("ica")
+    for r, base in ((synthetic, "fastica"), (synthetic_picard, "picard")):
+        assert r.quality["reached"] is True
+        assert r.quality["amari_ours"] <= r.quality[f"amari_{base}"] * (1.01 if base == "picard" else 1) + 1e-12
+    for r, base in ((patches, "fastica"), (patches_picard, "picard")):
+        assert r.quality["reached"] is True
+        assert r.quality["negentropy_ours"] >= 0.99 * r.quality[f"negentropy_{base}"]
 
 
 def test_fista_efficiency_counts_the_route_taken_and_data_pipeline_identical():
