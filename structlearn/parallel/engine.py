@@ -145,6 +145,7 @@ class LayerEngine:
             yield
             return
         full, local, k, group = self.full, self.local, self.full.layer.n_units, self.mesh.atom_group
+        assert isinstance(local, ShardedSparseCoding)
 
         def infer(x: Tensor, n_iter: int) -> Tensor:
             kept = {n: b.clone() for n, b in local.named_buffers() if n.startswith("power_")}
