@@ -200,10 +200,13 @@ def test_sparse_inference_equal_objective():
 
 
 def test_dictionary_learning_reaches_sklearn_objective():
-    (r,) = _run_tiny("dictionary_learning")
+    r, spams = _run_tiny("dictionary_learning")
     assert r.quality["reached"] is True
     assert r.quality["objective_ours"] <= r.quality["objective_sklearn"] * (1 + 1e-6)
     assert r.quality["eval_rel_dual_gap"] < 1e-6
+    # SPAMS's trainDL row: evaluated by the same exact solver; whether ours reaches it is the measurement
+    assert "SPAMS trainDL" in spams.baseline and spams.quality["eval_rel_dual_gap"] < 1e-6
+    assert spams.quality["reached"] == (spams.quality["objective_ours"] <= spams.quality["objective_spams"] * (1 + 1e-6))
 
 
 def test_ica_reaches_fastica_and_picard_quality():
