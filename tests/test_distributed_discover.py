@@ -4,7 +4,7 @@ tests (`--nproc 2`, or `python -m torch.distributed.run` directly).
 - two processes sharding the atoms train the one-process layer (float64, to rounding), through
   pruning and fine-tuning, and rank 0 alone writes the run folder and the W&B run;
 - world size 1 under torchrun is today's single-process path, byte for byte;
-- data-parallel RICA equals one process on the same global batches;
+- data-parallel RICA and MCR^2 equal one process on the same global batches;
 - an interrupted 2-process run resumes bit-identically on 2 processes and within rounding on 1,
   and a 1-process checkpoint resumes on 2;
 - a killed rank ends the run within seconds with a clear message, and the run then resumes;
@@ -233,20 +233,25 @@ def test_hung_rank_times_out(reference):
     assert rc != 0 and "lost contact with the other processes" in err and "parallel.timeout_s=5" in err
 
 
-@pytest.mark.slow  # two runs (20 s)
-def test_data_parallel_rica_equals_one_process(tmp_path):
+@pytest.mark.slow  # four runs (40 s)
+@pytest.mark.parametrize("objective", ["rica", "mcr2_sparse"])
+def test_data_parallel_gradient_objectives_equal_one_process(tmp_path, objective):
+    """RICA all-reduces its batch-mean gradient; MCR^2 (not separable over samples) its Gram
+    matrices, each replica augmenting the global batch and keeping its own sources."""
+    sets = [] if objective == "rica" else ["--set", "layers.0.objective=mcr2_sparse", "--set", "layers.0.params={lr: 0.01}",
+                                           "--set", "layers.0.n_units=32", "--set", "layers.0.steps=30"]
     (tmp_path / "rica.yaml").write_text(RICA)
-    run(["rica.yaml", "--out", "dp", "--nproc", "2"], tmp_path)
-    run(["rica.yaml", "--out", "one"], tmp_path)  # parallel.dp has no effect on one process
+    run(["rica.yaml", "--out", "dp", "--nproc", "2", *sets], tmp_path)
+    run(["rica.yaml", "--out", "one", *sets], tmp_path)  # parallel.dp has no effect on one process
     a, b = weights(folder(tmp_path / "one")), weights(folder(tmp_path / "dp"))
-    assert torch.equal(a["mask"], b["mask"])
+    assert torch.equal(a["mask"], b["mask"]) and not bool(a["mask"].all())
     torch.testing.assert_close(b["weight"], a["weight"], rtol=0, atol=1e-12)
 
 
 def test_what_cannot_split_is_refused_before_any_file(tmp_path):
     (tmp_path / "rica.yaml").write_text(RICA)
-    rc, _, err = finish(start(["rica.yaml", "--out", "x", "--set", "layers.0.objective=mcr2", "--set", "layers.0.params={}",
-                               "--nproc", "2"], tmp_path))
+    rc, _, err = finish(start(["rica.yaml", "--out", "x", "--set", "layers.0.params.optimizer=lbfgs", "--nproc", "2"],
+                              tmp_path))
     assert rc != 0 and err.count("has no batch-mean statistics") == 1 and "allowed: parallel.dp=1" in err
     assert not (tmp_path / "x").exists()
 
@@ -271,6 +276,8 @@ def test_mesh_shape_and_layer_checks():
          "without atoms"),
         (fake_mesh(2, 2), OBJECTIVES.create("rica", DenseLayer(16, 10)), 63, "allowed: a multiple of 2"),
         (fake_mesh(2, 2), OBJECTIVES.create("rica", DenseLayer(16, 10), optimizer="lbfgs"), 64, "allowed: parallel.dp=1"),
+        (fake_mesh(2, 2), OBJECTIVES.create("mcr2", DenseLayer(16, 10, (4, 4)), partition="labels"), 64,
+         "takes params.partition 'augment'"),
     ]
     for mesh, obj, batch, msg in cases:
         with pytest.raises(ValueError, match=msg):

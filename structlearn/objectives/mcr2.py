@@ -32,6 +32,17 @@ The partition ``Pi``:
   ``train_step(x, labels=y)`` and ``loss(x, labels=y)`` with ``y: (n,)`` in
   ``0..n_classes-1``; no augmentation. Use it from your own loop over labelled data (the
   trainer's minibatches carry no labels, so from YAML only ``augment`` applies).
+
+Data parallel (``parallel.dp`` replicas, :mod:`structlearn.parallel.engine`): ``R`` is not a
+sum over samples, but it is a function of the Gram matrix ``C = Z^T Z = sum_r Z_r^T Z_r``, and
+with ``augment`` every class (one source's augmentations) lies inside one replica. So each
+replica augments the global batch exactly as one process does (same generator), keeps its
+sources' rows ``Z_r``, all-reduces ``C_r`` and takes ``R`` of the global ``C`` with the
+gradient flowing through its own ``C_r`` (``C = C_r + (sum_s C_s - C_r)`` detached), its
+classes' ``R_c`` terms weighted by ``tr(Pi_j) / (2m)`` with the global ``m``, its share of the
+L1 term; the sum over replicas of these local gradients is the global batch's gradient (one
+all-reduce). ``reducer`` (a sum over the replicas, set by the engine) and ``replica = (rank,
+size)`` switch this on; with ``None`` nothing changes.
 """
 from __future__ import annotations
 
@@ -41,7 +52,7 @@ import torch
 from torch import Tensor
 
 from structlearn.data.augment import augment_groups
-from structlearn.functional.rate import coding_rate, partition_coding_rate
+from structlearn.functional.rate import coding_rate, logdet_identity_plus, partition_coding_rate
 from structlearn.objectives.base import OBJECTIVES
 from structlearn.objectives.gradient import GradientObjective, OptimizerParam
 from structlearn.params import Boolean, Interval, Options, Param
@@ -135,6 +146,42 @@ class MCR2(GradientObjective):
     def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:
         self.steps.add_(1)
         return super().update(stats)
+
+    # ------------------------------------------------------------------ data parallel (module docstring)
+    reducer: Callable[[Tensor], Tensor] | None = None  # sum over the data-parallel replicas (set by the engine)
+    replica: tuple[int, int] = (0, 1)  # (rank, size) among the replicas
+
+    def splits_batch(self) -> bool:
+        """Data parallel by reduction: takes the global batch and keeps its own sources' rows."""
+        return self.partition == "augment" and self.optimizer_name == "adam"
+
+    def statistics(self, x: Tensor, **kwargs: Any) -> dict[str, Any]:
+        if self.reducer is None:
+            return super().statistics(x, **kwargs)
+        if kwargs.get("labels") is not None:
+            raise ValueError("data-parallel MCR^2 takes partition='augment'; allowed: labels on one process")
+        reduce, (rank, size) = self.reducer, self.replica
+        xa, groups, n = self._batch(x, None, int(self.seed + self.steps))  # the global batch's augmentations
+        lo, hi = rank * n // size, (rank + 1) * n // size  # this replica's sources
+        mine = (groups >= lo) & (groups < hi)
+        layer, opt = self.layer, self.optimizer
+        with torch.enable_grad():
+            opt.zero_grad(set_to_none=False)
+            z = self.encode(xa[mine])  # (m_r, k)
+            m, k = xa.shape[0], z.shape[1]
+            C_r = z.T @ z
+            C = C_r + (reduce(C_r.detach().clone()) - C_r.detach())  # the global Gram matrix, gradient through C_r
+            R = 0.5 * logdet_identity_plus(C, k / (m * self.eps2))
+            R_w = R if self.gam1 == 1.0 else 0.5 * logdet_identity_plus(C, k / (m * self.eps2 / self.gam1))
+            share = z.shape[0] / m  # partition_coding_rate weighs by tr(Pi_j) / (2 m_r): rescale to the global m
+            Rc_r = partition_coding_rate(z, groups[mine] - lo, self.eps2, n_classes=hi - lo) * share
+            l1_r = z.abs().sum() / m
+            (-self.gam2 * R_w + Rc_r + self.sparsity * l1_r).backward()
+        grad = reduce(layer.weight.grad.mul_(layer.mask).clone())  # type: ignore[union-attr]
+        Rc, l1 = reduce(Rc_r.detach().clone()), reduce(l1_r.detach().clone())
+        R, R_w = R.detach(), R_w.detach()
+        return {"loss": -self.gam2 * R_w + Rc + self.sparsity * l1, "R": R, "Rc": Rc, "delta_R": R - Rc,
+                "code_l1": l1, "grad": grad}
 
 
 @OBJECTIVES.register("mcr2_sparse")

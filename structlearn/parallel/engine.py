@@ -41,6 +41,15 @@ class LayerEngine:
         self.check(mesh, full, batch_size, where)
         self.mesh, self.full = mesh, full
         self.local: Objective = full
+        self.by_reduction = mesh.dp > 1 and callable(getattr(full, "splits_batch", None))
+        if self.by_reduction:  # MCR^2: the objective sums its Gram matrices over the replicas itself
+            group = mesh.dp_group
+
+            def reduce(t: Tensor) -> Tensor:
+                dist.all_reduce(t, group=group)
+                return t
+
+            full.__dict__.update(reducer=reduce, replica=(mesh.dp_rank, mesh.dp))
         self.push()
 
     @staticmethod
@@ -58,6 +67,15 @@ class LayerEngine:
                 raise ValueError(f"{where}: params.init='data' is not sharded; allowed with parallel.atoms > 1: init 'random'")
             shard_bounds(k, mesh.atoms - 1, mesh.atoms)  # refuses a split that leaves a rank without atoms
         if mesh.dp > 1:
+            splits = getattr(full, "splits_batch", None)
+            if splits is not None and full.name.startswith("mcr2"):
+                if not splits():
+                    raise ValueError(f"{where}: data-parallel {name} takes params.partition 'augment' with optimizer "
+                                     "'adam'; allowed otherwise: parallel.dp=1")
+                if batch_size % mesh.dp:
+                    raise ValueError(f"{where}.batch_size={batch_size} does not split over parallel.dp={mesh.dp} "
+                                     f"replicas; allowed: a multiple of {mesh.dp}")
+                return
             if not full.mean_statistics():
                 raise ValueError(f"{where}: objective {name!r} with these parameters has no batch-mean statistics "
                                  f"(its update is not separable over samples); allowed: parallel.dp=1")
@@ -105,6 +123,8 @@ class LayerEngine:
     def step(self, x: Tensor) -> dict[str, Tensor]:
         """One update on the global batch ``x: (n, d)`` (the same on every rank)."""
         dp = self.mesh.dp
+        if self.by_reduction:  # the global batch: the objective keeps its replica's rows
+            return self.local.update(self.local.statistics(x))
         if dp > 1:
             m = x.shape[0] // dp
             x = x[self.mesh.dp_rank * m: (self.mesh.dp_rank + 1) * m]
