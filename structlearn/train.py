@@ -320,9 +320,11 @@ class Trainer:
         x_eval = x_test[: min(512, x_test.shape[0])]
         self._events(li, lcfg, obj, pruner, x_eval, st)
         first = True
+        if self.device.type != "cpu":  # the training set moves to the device once, not a batch per step
+            x_train = x_train.to(self.device, self.dtype)
         while st.step < total:
             idx = torch.randint(x_train.shape[0], (lcfg.batch_size,), generator=g)
-            xb = x_train[idx].to(self.device, self.dtype)
+            xb = x_train[idx.to(x_train.device)].to(self.device, self.dtype)
             out = obj.train_step(xb) if eng is None else eng.step(xb)
             if after_step is not None and st.rounds_done > 0:
                 after_step(obj.layer if eng is None else eng.local.layer)
