@@ -1,0 +1,87 @@
+"""Whole-image locality (issue 11): a natural run of ``experiments/whole_images.yaml`` against its
+Gaussian clone, by the 90%-energy radius of every unit.
+
+    structlearn discover experiments/whole_images.yaml --no-readout                 # NATURAL
+    structlearn discover experiments/whole_images.yaml --no-readout --set data.gaussian_clone=true   # CLONE
+    python experiments/whole_images.py NATURAL CLONE        # -> NATURAL/whole_images.md and two montages
+
+For each run: the radius (:func:`structlearn.structure.locality.energy_radius`, as a fraction of
+the image side) of the final (pruned) units, its quantiles and the share of units below a
+quarter of the side, over all units and over the quartile of units the sparse code uses most
+(``A_jj``, the running mean of ``z_j^2`` of the block-coordinate update, read from the
+checkpoint; with a gradient update its running usage). Units that the code hardly uses keep
+their random start for a long time on 4096 atoms, and pruning a random field leaves a random
+field, so the two numbers say different things: how far training has gone, and what the
+units that it has shaped look like. Montages: the 144 most used units of each run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from structlearn.io import atomic_write_text, load_checkpoint
+from structlearn.runs.run import Run
+from structlearn.structure.locality import energy_radius
+from structlearn.viz.montage import filters_to_rgb, save_png, upscale
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def usage(run: Run) -> torch.Tensor:
+    """Each unit's usage at the end of training: ``A_jj`` (times its lazy scale) or the running usage."""
+    state = load_checkpoint(run.file("checkpoint.pt"))["done"][0]
+    if "A" in state:
+        return state["A"].diagonal().double() * float(state.get("A_scale", torch.tensor(1.0)))
+    return state["usage"].double()
+
+
+def describe(run: Run) -> dict:
+    W = run.weights(0)
+    side = max(run.input_shape(0))
+    fields = W.reshape(W.shape[0], *run.input_shape(0))
+    r = energy_radius(fields).double() / side
+    u = usage(run)
+    top = u >= u.quantile(0.75)
+    out = {"density": float((W != 0).double().mean()), "units": int(W.shape[0])}
+    for name, sel in (("all", torch.ones_like(top)), ("most used quartile", top)):
+        rs = r[sel & ~r.isnan()]
+        q = rs.quantile(torch.tensor(QUANTILES, dtype=rs.dtype))
+        out[name] = {"median": float(rs.median()), "quantiles": [float(v) for v in q],
+                     "below_quarter": float((rs < 0.25).double().mean()), "n": int(rs.numel())}
+    order = torch.argsort(u, descending=True)[:144].numpy()
+    save_png(run.file("filters_most_used.png"), upscale(filters_to_rgb(fields.numpy(), order), 900))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("natural", type=Path)
+    p.add_argument("clone", type=Path)
+    args = p.parse_args(argv)
+    nat, clone = Run(args.natural), Run(args.clone)
+    if not clone.cfg.data.gaussian_clone or nat.cfg.data.gaussian_clone:
+        raise SystemExit("give the natural run first, then its Gaussian clone (data.gaussian_clone=true)")
+    a, b = describe(nat), describe(clone)
+    lines = ["| units | run | density | median radius90 / side | quantiles 10-25-50-75-90% | below 0.25 |",
+             "|---|---|---:|---:|---|---:|"]
+    for group in ("all", "most used quartile"):
+        for name, d in (("natural", a), ("Gaussian clone", b)):
+            g = d[group]
+            q = " ".join(f"{v:.3f}" for v in g["quantiles"])
+            lines.append(f"| {group} ({g['n']}) | {name} | {d['density']:.4f} | {g['median']:.3f} | {q} | "
+                         f"{g['below_quarter']:.3f} |")
+        ratio = a[group]["median"] / b[group]["median"]
+        lines.append(f"| {group} | natural / clone | | **{ratio:.2f}** (target <= 0.33) | | |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(nat.file("whole_images.md"), text)
+    print(text)
+    print(f"wrote {nat.file('whole_images.md')}, {nat.file('filters_most_used.png')}, {clone.file('filters_most_used.png')}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
