@@ -23,7 +23,7 @@ LAYERS = {
                "supervised", "parallel"],
     "trainer/config": ["config", "configs", "build", "loggers", "callbacks", "train"],
     "workflows": ["runs", "depth", "testing"],
-    "commands": ["bench", "commands", "cli"],
+    "commands": ["bench", "commands", "cli", "__main__"],
 }
 ORDER = [unit for units in LAYERS.values() for unit in units]
 LAYER_OF = {unit: layer for layer, units in LAYERS.items() for unit in units}

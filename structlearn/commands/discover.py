@@ -118,10 +118,9 @@ def launch(args: argparse.Namespace) -> int:
             rest.pop(0)
         elif not a.startswith("--nproc="):
             argv.append(a)
-    if args.nproc == 1:
-        from structlearn.cli import main
-
-        return main(argv)
+    if args.nproc == 1:  # this process
+        args.nproc = None
+        return run(args)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
            "-m", "structlearn", *argv]
     env = dict(os.environ)

@@ -157,11 +157,11 @@ def resume_config(resume: str | Path, overrides: Sequence[str] = (), wandb: str 
     of the experiment (``wandb.*``, ``parallel.*``: a run may resume on other processes)."""
     from structlearn.train import RESUME_FREE
 
-    cfg = Run(resume).cfg
     bad = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[0] not in RESUME_FREE]
     if bad:
         raise ValueError(f"--resume takes the run's own config.yaml; --set {bad[0]} would change the experiment; "
                          f"allowed with --resume: --set {'.*, --set '.join(RESUME_FREE)}.*")
+    cfg = Run(resume).cfg
     if overrides:
         cfg = from_dict(RunConfig, apply_overrides(to_dict(cfg), list(overrides)))
         cfg.validate()
