@@ -129,6 +129,13 @@ def read_checkpoint(path: Path, cfg: RunConfig) -> dict | None:
     return max(found, key=lambda f: _position(f[0]))[0]
 
 
+def _prune_due(lcfg: LayerConfig, pruner: Any, st: RunState) -> bool:
+    """A pruning round is due at step ``st.step``."""
+    pr = lcfg.prune
+    return (pr is not None and st.rounds_done < pruner.rounds
+            and st.step == lcfg.steps + st.rounds_done * pr.finetune_steps)
+
+
 class Trainer:
     """Runs a :class:`RunConfig`; ``checkpoint`` is the checkpoint path (None: memory only)."""
 
@@ -284,7 +291,7 @@ class Trainer:
         pr = lcfg.prune
         if pr is not None and pr.rewind_step == st.step and st.rewind is None:
             st.rewind = snapshot(obj)
-        while pr is not None and st.rounds_done < pruner.rounds and st.step == lcfg.steps + st.rounds_done * pr.finetune_steps:
+        while _prune_due(lcfg, pruner, st):
             self._prune_round(li, lcfg, obj, pruner, x_eval, st)
             if self.engine is not None:
                 self.engine.push()  # the new mask (and rewound weights, fine-tuning parameters) to the shards
@@ -296,8 +303,7 @@ class Trainer:
         pr, s = lcfg.prune, st.step
         every = (self.cfg.eval_every, self.cfg.wandb.log_images_every or self.cfg.eval_every)
         return (first or s == layer_total(lcfg) or any(s % e == 0 for e in every)
-                or (pr is not None and (pr.rewind_step == s or (st.rounds_done < pruner.rounds
-                                                                and s == lcfg.steps + st.rounds_done * pr.finetune_steps))))
+                or (pr is not None and pr.rewind_step == s) or _prune_due(lcfg, pruner, st))
 
     def _train_layer(self, li: int, lcfg: LayerConfig, obj: Objective, x_train: Tensor, x_test: Tensor,
                      st: RunState, ck: dict | None) -> None:

@@ -111,16 +111,16 @@ def launch(args: argparse.Namespace) -> int:
         raise ValueError(f"--nproc {args.nproc}; allowed: >= 1")
     if launched_world() > 1:
         raise ValueError("--nproc inside a torchrun launch; allowed: one of them (torchrun's --nproc_per_node, or --nproc)")
-    argv, rest = [], list(args.argv)
+    if args.nproc == 1:  # this process
+        args.nproc = None
+        return run(args)
+    argv, rest = [], list(args.argv)  # this command's own arguments, without --nproc
     while rest:
         a = rest.pop(0)
         if a == "--nproc":
             rest.pop(0)
         elif not a.startswith("--nproc="):
             argv.append(a)
-    if args.nproc == 1:  # this process
-        args.nproc = None
-        return run(args)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
            "-m", "structlearn", *argv]
     env = dict(os.environ)

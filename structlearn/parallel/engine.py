@@ -41,7 +41,7 @@ class LayerEngine:
         self.check(mesh, full, batch_size, where)
         self.mesh, self.full = mesh, full
         self.local: Objective = full
-        self.by_reduction = mesh.dp > 1 and callable(getattr(full, "splits_batch", None))
+        self.by_reduction = mesh.dp > 1 and getattr(full, "splits_batch", None) is not None
         if self.by_reduction:  # MCR^2: the objective sums its Gram matrices over the replicas itself
             group = mesh.dp_group
 
@@ -67,16 +67,11 @@ class LayerEngine:
                 raise ValueError(f"{where}: params.init='data' is not sharded; allowed with parallel.atoms > 1: init 'random'")
             shard_bounds(k, mesh.atoms - 1, mesh.atoms)  # refuses a split that leaves a rank without atoms
         if mesh.dp > 1:
-            splits = getattr(full, "splits_batch", None)
-            if splits is not None and full.name.startswith("mcr2"):
-                if not splits():
-                    raise ValueError(f"{where}: data-parallel {name} takes params.partition 'augment' with optimizer "
-                                     "'adam'; allowed otherwise: parallel.dp=1")
-                if batch_size % mesh.dp:
-                    raise ValueError(f"{where}.batch_size={batch_size} does not split over parallel.dp={mesh.dp} "
-                                     f"replicas; allowed: a multiple of {mesh.dp}")
-                return
-            if not full.mean_statistics():
+            splits = getattr(full, "splits_batch", None)  # MCR^2: reduces its Gram matrices itself
+            if splits is not None and not splits():
+                raise ValueError(f"{where}: data-parallel {name} takes params.partition 'augment' with optimizer "
+                                 "'adam'; allowed otherwise: parallel.dp=1")
+            if splits is None and not full.mean_statistics():
                 raise ValueError(f"{where}: objective {name!r} with these parameters has no batch-mean statistics "
                                  f"(its update is not separable over samples); allowed: parallel.dp=1")
             if batch_size % mesh.dp:
