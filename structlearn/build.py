@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -73,7 +74,7 @@ def estimate_memory(cfg: RunConfig, dtype_bytes: int = 4) -> dict[str, int]:
     test, float32) and, for the largest layer, its weight, mask and optimizer or dictionary
     statistics plus one batch of codes and one evaluation of the held-out set. It is meant to
     refuse what cannot fit (10^7 units need petabytes) before anything is built, not to budget."""
-    d = int(cfg.data.input_shape[0] * cfg.data.input_shape[1])
+    d = math.prod(cfg.data.input_shape)
     n = cfg.data.n_train + cfg.data.n_test
     out = {f"data ({n} samples x {d} inputs)": 3 * n * d * 4}
     worst = 0

@@ -154,10 +154,10 @@ class FilterImages(Callback):
 
 
 def _describe(W: torch.Tensor, tile_map: torch.Tensor | None) -> str:
-    """``density d, tile purity p`` of filters ``(n, H, W)`` (purity for mosaics only)."""
+    """``density d, tile purity p`` of filters ``(n, [C,] H, W)`` (purity for mosaics only)."""
     flat = W.reshape(W.shape[0], -1)
     out = f"density {float((flat != 0).double().mean()):.3f}"
-    if tile_map is not None and W.ndim == 3 and tuple(W.shape[1:]) == tuple(tile_map.shape):
+    if tile_map is not None and W.ndim in (3, 4) and tuple(W.shape[-2:]) == tuple(tile_map.shape):
         alive = (flat != 0).any(1)
         if alive.any():
             pur, chance = float(tile_purity(W[alive], tile_map).mean()), 1 / (int(tile_map.max()) + 1)
@@ -166,8 +166,10 @@ def _describe(W: torch.Tensor, tile_map: torch.Tensor | None) -> str:
 
 
 def _image_layer(tr: Any, layer: int) -> bool:
-    """Layer ``layer`` reads images (the first layer of image data), not codes or vectors."""
-    return layer == 0 and len(tr.data.input_shape) == 2 and tr.data.input_shape[0] > 1
+    """Layer ``layer`` reads images (the first layer of image data: ``(H, W)`` or colour
+    ``(C, H, W)``), not codes or vectors."""
+    shape = tr.data.input_shape
+    return layer == 0 and (len(shape) == 3 or (len(shape) == 2 and shape[0] > 1))
 
 
 def _wants(loggers: Sequence[Logger], what: str) -> bool:

@@ -37,6 +37,7 @@ class DataConfig:
     zca_floor: float = 0.01  # ZCA eigenvalue floor, relative to the mean eigenvalue, > 0
     f0_fraction: float = 0.39  # 1/f filter cutoff f0 as a fraction of the image size, (0, 0.5]
     gaussian_clone: bool = False  # control: replace the data by a Gaussian with the same covariance
+    color: bool = False  # RGB samples (3, H, W), channels first (image sources only; every image must be RGB)
     depth: int = 2  # kind "hierarchical": levels of the planted model (1, 2 or 3)
     dims: tuple[int, ...] = (64, 8, 2)  # kind "hierarchical": units per level, sources first
     modulation: tuple[float, ...] = (4.0, 16.0)  # kind "hierarchical": per level, std of B's entries x sqrt(units above)
@@ -68,10 +69,17 @@ class DataConfig:
         check_range("data.n_test", self.n_test, 1, None)
         check_range("data.zca_floor", self.zca_floor, 0, None, low_open=True)
         check_range("data.f0_fraction", self.f0_fraction, 0, 0.5, low_open=True)
+        if not isinstance(self.color, bool):
+            raise ValueError(f"data.color={self.color!r}; allowed: true, false")
+        if self.color and self.kind not in ("mosaic", "patches"):
+            raise ValueError(f"data.color=true with data.kind={self.kind!r}; allowed: data.kind mosaic or patches "
+                             f"(colour images), or data.color false")
 
     @property
-    def input_shape(self) -> tuple[int, int]:
-        """``(H, W)`` of one sample; vectors of ``d`` values are ``(1, d)``."""
+    def input_shape(self) -> tuple[int, ...]:
+        """``(H, W)`` of one sample, ``(3, H, W)`` with ``color``; vectors of ``d`` values are ``(1, d)``."""
+        if self.color and self.kind in ("mosaic", "patches"):
+            return (3, *dataclasses.replace(self, color=False).input_shape)
         if self.kind == "mosaic":
             return (self.grid[0] * self.tile[0], self.grid[1] * self.tile[1])
         if self.kind == "hierarchical":

@@ -71,9 +71,12 @@ class Interrupted(KeyboardInterrupt):
 
 def experiment_config(cfg: RunConfig) -> str:
     """The config as resume compares it: the fields in :data:`RESUME_FREE` at their defaults,
-    ``parallel`` left out (so checkpoints written before it existed still match)."""
+    ``parallel`` and a false ``data.color`` left out (so checkpoints written before they existed
+    still match)."""
     d = to_dict(replace(cfg, **{k: getattr(RunConfig(), k) for k in RESUME_FREE}))
     d.pop("parallel")
+    if not d["data"]["color"]:
+        d["data"].pop("color")
     return yaml.safe_dump(d, sort_keys=False)
 
 

@@ -1,11 +1,14 @@
 """Image sources: the bundled scikit-image photographs, or a user folder.
 
-Every image becomes a float32 grayscale ``(H, W)`` array in ``[0, 1]``: RGB through the
-ITU-R BT.709 luminance of :func:`skimage.color.rgb2gray`, RGBA composited on white first (a
-float RGBA outside ``[0, 1]`` is rescaled before compositing: colour by its range, alpha by
-its maximum), 8- and 16-bit integers scaled by their maximum. Boolean, non-finite, constant
-and nearly binary images (fewer than ``MIN_LEVELS`` distinct grey levels) are refused with
-an error that names the image; a file that does not decode is "not an image file".
+Every image becomes a float32 array in ``[0, 1]``: grayscale ``(H, W)`` by default, RGB
+through the ITU-R BT.709 luminance of :func:`skimage.color.rgb2gray`; colour ``(3, H, W)``
+(channels first) with ``color=True``, where a grayscale image is refused (it would add only
+achromatic samples; :data:`BUNDLED_COLOR` are the bundled RGB photographs). RGBA is
+composited on white first (a float RGBA outside ``[0, 1]`` is rescaled before compositing:
+colour by its range, alpha by its maximum), 8- and 16-bit integers scaled by their maximum.
+Boolean, non-finite, constant and nearly binary images (fewer than ``MIN_LEVELS`` distinct
+levels) are refused with an error that names the image; a file that does not decode is "not
+an image file".
 """
 from __future__ import annotations
 
@@ -20,13 +23,14 @@ BUNDLED_DEFAULT: tuple[str, ...] = (
     "coins", "grass", "gravel", "moon", "rocket",
 )
 BUNDLED_ALL: tuple[str, ...] = BUNDLED_DEFAULT + ("hubble_deep_field", "immunohistochemistry", "retina")
+BUNDLED_COLOR: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")  # the RGB natural photographs
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MIN_LEVELS = 16  # distinct grey levels a natural image has at least
 
 
-def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
-    """Convert one image to float32 grayscale ``(H, W)`` in [0, 1]; validate it."""
-    from skimage.color import rgb2gray, rgba2rgb
+def _as_float(img: np.ndarray, name: str) -> np.ndarray:
+    """Validated float64 ``(H, W)`` or ``(H, W, 3)``: RGBA composited on white, integers scaled."""
+    from skimage.color import rgba2rgb
 
     img = np.asarray(img)
     if img.dtype == bool:
@@ -46,10 +50,14 @@ def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
     elif img.dtype.kind == "i":
         raise ValueError(f"{name}: signed integer images are not supported; allowed dtypes: uint8, uint16, float")
     img = np.asarray(img, dtype=np.float64)
-    if img.ndim == 3 and img.shape[-1] == 3:
-        img = rgb2gray(img)
-    if img.ndim != 2:
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[-1] == 3)):
         raise ValueError(f"{name}: shape {img.shape} is not an image; allowed: (H, W), (H, W, 3), (H, W, 4)")
+    return img
+
+
+def _finish(img: np.ndarray, name: str) -> np.ndarray:
+    """Finite, not constant, rescaled to [0, 1] when outside it (all channels together), float32,
+    at least ``MIN_LEVELS`` distinct values."""
     if not np.isfinite(img).all():
         raise ValueError(f"{name}: contains NaN or Inf pixels; allowed: finite values")
     lo, hi = float(img.min()), float(img.max())
@@ -65,8 +73,29 @@ def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
     return out
 
 
-def load_bundled(names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT) -> list[np.ndarray]:
-    """The named ``skimage.data`` images as float grayscale arrays."""
+def to_gray_float(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert one image to float32 grayscale ``(H, W)`` in [0, 1]; validate it."""
+    from skimage.color import rgb2gray
+
+    img = _as_float(img, name)
+    return _finish(rgb2gray(img) if img.ndim == 3 else img, name)
+
+
+def to_rgb_float(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert one RGB(A) image to float32 ``(3, H, W)`` in [0, 1] (channels first); validate it."""
+    img = _as_float(img, name)
+    if img.ndim != 3:
+        raise ValueError(f"{name}: a grayscale image in a colour run (data.color: true); allowed: RGB or RGBA images "
+                         f"(bundled: {', '.join(BUNDLED_COLOR)})")
+    return np.ascontiguousarray(_finish(img, name).transpose(2, 0, 1))
+
+
+def _convert(img: np.ndarray, name: str, color: bool) -> np.ndarray:
+    return to_rgb_float(img, name) if color else to_gray_float(img, name)
+
+
+def load_bundled(names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT, color: bool = False) -> list[np.ndarray]:
+    """The named ``skimage.data`` images as float grayscale ``(H, W)`` (or colour ``(3, H, W)``) arrays."""
     import skimage.data
 
     if not names:
@@ -75,12 +104,12 @@ def load_bundled(names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT) -> list[n
     for name in names:
         if name not in BUNDLED_ALL:
             raise ValueError(f"unknown bundled image {name!r}; allowed (no download): {', '.join(BUNDLED_ALL)}")
-        out.append(to_gray_float(getattr(skimage.data, name)(), name))
+        out.append(_convert(getattr(skimage.data, name)(), name, color))
     return out
 
 
-def load_folder(folder: str | Path) -> list[np.ndarray]:
-    """All PNG/JPEG/TIFF files below ``folder`` (recursive, sorted), as float grayscale."""
+def load_folder(folder: str | Path, color: bool = False) -> list[np.ndarray]:
+    """All PNG/JPEG/TIFF files below ``folder`` (recursive, sorted), as float grayscale (or colour)."""
     from skimage.io import imread
 
     folder = Path(folder)
@@ -96,10 +125,11 @@ def load_folder(folder: str | Path) -> list[np.ndarray]:
         except Exception as e:  # any decoder error: name the file, not the decoder's plugin advice
             raise ValueError(f"{str(p)!r} is not an image file: it does not decode as "
                              f"{'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES[::2])} ({type(e).__name__})") from None
-        out.append(to_gray_float(img, str(p)))
+        out.append(_convert(img, str(p), color))
     return out
 
 
-def load_images(source: str = "bundled", names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT) -> list[np.ndarray]:
+def load_images(source: str = "bundled", names: tuple[str, ...] | list[str] = BUNDLED_DEFAULT,
+                color: bool = False) -> list[np.ndarray]:
     """``source == 'bundled'``: the named scikit-image images; otherwise a folder path."""
-    return load_bundled(names) if source == "bundled" else load_folder(source)
+    return load_bundled(names, color) if source == "bundled" else load_folder(source, color)

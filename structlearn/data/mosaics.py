@@ -24,7 +24,8 @@ from structlearn.data.patches import sample_patches
 
 @dataclass(frozen=True)
 class Mosaics:
-    """``x``: (n, rows*h, cols*w) float32; ``tile_map``: (rows*h, cols*w) long."""
+    """``x``: (n, rows*h, cols*w) float32, or (n, C, rows*h, cols*w) from colour images;
+    ``tile_map``: (rows*h, cols*w) long (every channel of a pixel is in the pixel's tile)."""
 
     x: Tensor
     tile_map: Tensor
@@ -58,17 +59,21 @@ def make_mosaics(
 ) -> Mosaics:
     """``n`` mosaics; ``remove_mean``: ``'tile'`` (each tile's own mean, which keeps tiles
     independent), ``'mosaic'`` (the whole mosaic's mean, which couples tiles weakly) or
-    ``'none'``."""
+    ``'none'``; each mean per channel for colour images ``(C, H, W)``."""
     check_grid(grid, tile)
     if remove_mean not in ("tile", "mosaic", "none"):
         raise ValueError(f"remove_mean={remove_mean!r}; allowed: tile, mosaic, none")
     (R, C), (h, w) = grid, tile
-    t = sample_patches(images, (h, w), n * R * C, generator)  # (n*R*C, h, w)
+    t = sample_patches(images, (h, w), n * R * C, generator)  # (n*R*C, [ch,] h, w)
     if remove_mean == "tile":
-        t = t - t.mean(dim=(1, 2), keepdim=True)
-    x = t.reshape(n, R, C, h, w).permute(0, 1, 3, 2, 4).reshape(n, R * h, C * w)
+        t = t - t.mean(dim=(-2, -1), keepdim=True)
+    if t.ndim == 3:
+        x = t.reshape(n, R, C, h, w).permute(0, 1, 3, 2, 4).reshape(n, R * h, C * w)
+    else:
+        ch = t.shape[1]
+        x = t.reshape(n, R, C, ch, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n, ch, R * h, C * w)
     if remove_mean == "mosaic":
-        x = x - x.mean(dim=(1, 2), keepdim=True)
+        x = x - x.mean(dim=(-2, -1), keepdim=True)
     return Mosaics(x.contiguous(), make_tile_map(grid, tile))
 
 

@@ -7,7 +7,9 @@ Two sources skip the images: ``kind: hierarchical`` draws the planted-depth mode
 (:mod:`structlearn.data.hierarchical`), ``kind: array`` draws ``n_train + n_test`` samples
 without replacement from the user's ``.npy``/``.npz`` (:mod:`structlearn.data.arrays`;
 per-sample mean removal for ``(n, H, W)`` images unless ``remove_mean: none``). Vectors
-``(n, d)`` have ``input_shape (1, d)``.
+``(n, d)`` have ``input_shape (1, d)``. With ``data.color`` the images are RGB and every
+sample is ``(3, H, W)``: means are removed per channel, ZCA whitens the ``3 H W`` values jointly
+(so it decorrelates the channels too), the 1/f filter acts on each channel.
 
 The same seed gives bit-identical data on CPU, so a resumed run rebuilds exactly the data it
 was trained on instead of storing it.
@@ -35,7 +37,7 @@ if TYPE_CHECKING:  # the config is read, never imported: data sits below config
 class Prepared:
     train: Tensor  # (n_train, d) float32, whitened
     test: Tensor  # (n_test, d) float32, whitened with the train statistics
-    input_shape: tuple[int, int]  # (H, W): rows of a first-layer weight are H x W images
+    input_shape: tuple[int, ...]  # (H, W), or (C, H, W) for colour: rows of a first-layer weight are images
     tile_map: Tensor | None  # (H, W) long for mosaics, else None
     whitener: ZCA | None
 
@@ -44,7 +46,7 @@ def _draw(cfg: DataConfig, images, n: int, g: torch.Generator) -> Tensor:
     if cfg.kind == "mosaic":
         return make_mosaics(images, cfg.grid, cfg.tile, n, g, remove_mean=cfg.remove_mean).x
     p = sample_patches(images, cfg.patch, n, g)
-    return p - p.mean(dim=(1, 2), keepdim=True) if cfg.remove_mean != "none" else p
+    return p - p.mean(dim=(-2, -1), keepdim=True) if cfg.remove_mean != "none" else p
 
 
 def _samples(cfg: "DataConfig", n: int, g: torch.Generator) -> Tensor:
@@ -68,15 +70,15 @@ def prepare(cfg: "DataConfig", seed: int) -> Prepared:
     if cfg.kind in ("hierarchical", "array"):
         x = _samples(cfg, cfg.n_train + cfg.n_test, g)
     else:
-        images = load_images(cfg.source, cfg.images)
+        images = load_images(cfg.source, cfg.images, cfg.color)
         need = cfg.tile if cfg.kind == "mosaic" else cfg.patch
-        if not any(im.shape[0] >= need[0] and im.shape[1] >= need[1] for im in images):
-            largest = max(images, key=lambda im: im.size).shape
+        if not any(im.shape[-2] >= need[0] and im.shape[-1] >= need[1] for im in images):
+            largest = max(images, key=lambda im: im.size).shape[-2:]
             raise ValueError(f"{cfg.kind} size {list(need)} is larger than every image (largest {largest[0]}x{largest[1]}); "
                              f"allowed: at most the image size")
         if cfg.whitening == "one_over_f":
             images = [whiten_one_over_f(im, cfg.f0_fraction) for im in images]
-        x = _draw(cfg, images, cfg.n_train + cfg.n_test, g)  # (n, H, W)
+        x = _draw(cfg, images, cfg.n_train + cfg.n_test, g)  # (n, H, W) or (n, C, H, W)
     shape = tuple(x.shape[1:])
     x = x.reshape(x.shape[0], -1)
     if cfg.gaussian_clone:
@@ -97,4 +99,4 @@ def prepare(cfg: "DataConfig", seed: int) -> Prepared:
         from structlearn.data.mosaics import make_tile_map
 
         tile_map = make_tile_map(cfg.grid, cfg.tile)
-    return Prepared(train.contiguous(), test.contiguous(), (int(shape[0]), int(shape[1])), tile_map, whitener)
+    return Prepared(train.contiguous(), test.contiguous(), tuple(int(v) for v in shape), tile_map, whitener)

@@ -66,10 +66,14 @@ def one_over_f_filter(shape: tuple[int, int], f0: float) -> np.ndarray:
 
 
 def whiten_one_over_f(img: np.ndarray, f0_fraction: float = 0.39) -> np.ndarray:
-    """Olshausen-Field whitening of one image, ``f0 = f0_fraction * min(H, W)``, scaled to unit variance."""
+    """Olshausen-Field whitening of one image ``(H, W)`` or ``(C, H, W)`` (each channel filtered
+    after removing its own mean), ``f0 = f0_fraction * min(H, W)``, scaled to unit variance over all
+    channels together (the channels' relative contrast is kept)."""
     if not 0 < f0_fraction <= 0.5:
         raise ValueError(f"f0_fraction={f0_fraction} out of range; allowed: (0, 0.5] of the image size")
     img = np.asarray(img, dtype=np.float64)
-    R = one_over_f_filter(img.shape, f0_fraction * min(img.shape))
-    out = np.real(np.fft.ifft2(np.fft.fft2(img - img.mean()) * R))
+    hw = img.shape[-2:]
+    R = one_over_f_filter(hw, f0_fraction * min(hw))
+    mean = img.mean() if img.ndim == 2 else img.mean(axis=(-2, -1), keepdims=True)
+    out = np.real(np.fft.ifft2(np.fft.fft2(img - mean) * R))
     return (out / out.std()).astype(np.float32)

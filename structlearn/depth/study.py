@@ -312,7 +312,7 @@ def validate_search(cfg: SearchConfig) -> DataCache:
     cache = DataCache()
     first, *rest = corner_params(cfg.search)
     if cfg.search.measure == "total_correlation":  # the split-half estimator needs m > 2 d on every layer
-        widest = max([int(cfg.run.data.input_shape[0] * cfg.run.data.input_shape[1])]
+        widest = max([math.prod(cfg.run.data.input_shape)]
                      + [max(w) for w in cfg.search.layer_widths_lists()])
         if cfg.run.data.n_test <= 2 * widest:
             raise ValueError(f"search.measure 'total_correlation' needs data.n_test > 2 x the widest layer ({widest}); "

@@ -16,8 +16,10 @@ from torch import Tensor
 
 from structlearn.io import atomic_torch_save, atomic_write_json
 from structlearn.runs.run import STRUCTURE_VERSION, Run
+from structlearn.structure.color import color_split, color_summary
 from structlearn.structure.conv import _crops
 from structlearn.structure.gabor import GaborFit
+from structlearn.structure.locality import locality_summary
 from structlearn.structure.readout import LayerStructure, read_layer
 from structlearn.structure.receptive_fields import receptive_field_stats
 from structlearn.viz.gabor_montage import save_gabor_montage
@@ -67,10 +69,19 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
             layers.append(entry)
             continue
         filters = W.reshape(W.shape[0], *shape)
-        x = run.data.test[:max_inputs].float().reshape(-1, *shape)
+        x: Tensor | None = run.data.test[:max_inputs].float().reshape(-1, *shape)
+        color = None
+        if len(shape) == 3:  # colour: the spatial read-outs see each unit's dominant colour component
+            split = color_split(filters)
+            color = {**color_summary(split), "locality": locality_summary(filters, run.data.tile_map),
+                     "read_out_on": "each unit's dominant colour component (structlearn.structure.color); "
+                                    "no equivalence error (the inputs have colour)"}
+            filters, x = split.spatial, None
         ls = read_layer(filters, inputs=x, tile_map=run.data.tile_map, groups=run.groups(li), gabor_steps=gabor_steps,
                         conv_kwargs=conv_kwargs)
         entry.update(ls.summary)
+        if color is not None:  # the layer's own shape and density, not its dominant components'
+            entry.update(color=color, input_shape=list(shape), density=float((W != 0).double().mean()))
         if ls.conv is not None:
             kernels[str(li)] = ls.conv.kernels.detach().cpu()
         if ls.shared is not None:

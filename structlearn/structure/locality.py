@@ -1,6 +1,10 @@
 """Locality metrics of receptive fields, per unit and summarised.
 
-``W: (n_units, H, W)`` receptive fields (pruned or not); ``tile_map: (H, W)`` long.
+``W: (n_units, H, W)`` receptive fields (pruned or not), or colour fields ``(n_units, C, H, W)``;
+``tile_map: (H, W)`` long. A colour field is measured through its pixel field
+:func:`pixel_field` ``sqrt(sum_c w_{c,p}^2)``, which keeps every pixel's squared weight and its
+support, so energies, purities, radii and supports below are those of the pixels (the density
+counts every weight).
 
 - tile purity (Yuan et al. 2021): share of a unit's squared weight inside its dominant
   tile, ``max_t sum_{p in t} w_p^2 / sum_p w_p^2``; chance for a uniform field is
@@ -29,9 +33,17 @@ import torch
 from torch import Tensor
 
 
+def pixel_field(W: Tensor) -> Tensor:
+    """``(n, H, W)`` unchanged; colour ``(n, C, H, W)`` -> ``(n, H, W)`` with each pixel's norm over
+    the channels ``sqrt(sum_c w_c^2)`` (squared in float64: no weight underflows to an empty pixel)."""
+    if W.ndim not in (3, 4):
+        raise ValueError(f"receptive fields must be (n_units, H, W) or (n_units, C, H, W); got shape {tuple(W.shape)}")
+    return W if W.ndim == 3 else W.detach().double().pow(2).sum(1).sqrt().to(W.dtype)
+
+
 def _check(W: Tensor, tile_map: Tensor | None = None) -> Tensor:
-    if W.ndim != 3:
-        raise ValueError(f"receptive fields must be (n_units, H, W); got shape {tuple(W.shape)}")
+    """The pixel fields flattened: ``(n_units, H*W)``."""
+    W = pixel_field(W)
     if W.shape[0] == 0:
         raise ValueError("no units: receptive fields have n_units = 0")
     if tile_map is not None and tuple(tile_map.shape) != tuple(W.shape[1:]):
@@ -65,7 +77,7 @@ def shuffled_purity(W: Tensor, tile_map: Tensor, n_perm: int = 8, seed: int = 0)
     g = torch.Generator().manual_seed(int(seed))
     perm = torch.rand(int(n_perm), n, P, generator=g).argsort(-1).to(flat.device)  # (r, n, P)
     moved = flat.unsqueeze(0).expand(int(n_perm), n, P).gather(-1, perm)
-    pur = tile_purity(moved.reshape(int(n_perm) * n, *W.shape[1:]), tile_map).reshape(int(n_perm), n)
+    pur = tile_purity(moved.reshape(int(n_perm) * n, *tile_map.shape), tile_map).reshape(int(n_perm), n)
     return pur.mean(0)
 
 
@@ -92,7 +104,7 @@ def energy_radius(W: Tensor, fraction: float = 0.9) -> Tensor:
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction!r} out of range; allowed: (0, 1]")
     flat = _check(W).double()
-    H, Wd = W.shape[1:]
+    H, Wd = W.shape[-2:]
     e = flat * flat  # (n, P)
     tot = e.sum(1)
     ys, xs = torch.meshgrid(torch.arange(H, dtype=e.dtype, device=e.device),
@@ -109,11 +121,14 @@ def energy_radius(W: Tensor, fraction: float = 0.9) -> Tensor:
 
 
 def locality_summary(W: Tensor, tile_map: Tensor | None = None) -> dict[str, float]:
-    """Scalar summary: density, participation ratio, tile purity and single-tile share."""
+    """Scalar summary: density (of all weights), participation ratio, energy radius, tile purity
+    and single-tile share (of the pixel fields)."""
+    density = float((_check(W, tile_map) != 0).float().mean()) if W.ndim == 3 else float((W != 0).float().mean())
+    W = pixel_field(W)
     flat = _check(W, tile_map)
     alive = (flat != 0).any(1)
     out = {
-        "density": float((flat != 0).float().mean()),
+        "density": density,
         "n_units": int(W.shape[0]),
         "empty_units": int((~alive).sum()),
         "participation_ratio_mean": float(participation_ratio(W)[alive].mean()) if alive.any() else float("nan"),

@@ -6,6 +6,11 @@ be ordered, e.g. grouped by their dominant tile. With ``scale``, every unit shar
 scale instead: the unit is divided by its L2 norm and ``|w| / ||w|| = scale`` maps to the ends
 (so a filter that concentrates its energy in few pixels grows darker, and montages of one
 layer at different steps are comparable).
+
+Colour fields ``(n, 3, h, w)`` are shown as RGB images, the way colour filters are shown since
+Hoyer and Hyvarinen (2000): the unit scaled as above over all its channels, then
+``rgb = (1 + w) / 2``, so zero is mid-grey, a filter's positive lobes take its own colour and its
+negative lobes the opponent colour (an achromatic filter stays grey).
 """
 from __future__ import annotations
 
@@ -64,33 +69,47 @@ def weights_to_rgb(W: np.ndarray, scale: float | None = None, cmap: str = "RdBu_
 
 def filters_to_rgb(W: np.ndarray, order: np.ndarray | None = None, pad: int = 1, cmap: str = "RdBu_r",
                    tile: tuple[int, int] | None = None, scale: float | None = None) -> np.ndarray:
-    """``W: (n, h, w)`` -> uint8 RGB montage ``(H, W, 3)`` on a near-square grid.
+    """``W: (n, h, w)`` (or colour ``(n, 3, h, w)``) -> uint8 RGB montage ``(H, W, 3)`` on a
+    near-square grid.
 
     ``tile``: mosaic tile size; thin light-grey lines then mark the tile borders inside every
     unit, so a unit confined to one tile is visibly so. ``scale``: one fixed colour scale for
-    all units (module docstring); ``None``: each unit its own."""
+    all units (module docstring); ``None``: each unit its own. ``cmap`` is for grayscale fields
+    (colour fields are their own colours)."""
     import matplotlib
 
     W = np.asarray(W, dtype=np.float64)
-    if W.ndim != 3 or W.shape[0] == 0:
-        raise ValueError(f"filters must be (n_units, h, w) with n_units >= 1; got {W.shape}")
+    color = W.ndim == 4 and W.shape[1] == 3
+    if not (W.ndim == 3 or color) or W.shape[0] == 0:
+        raise ValueError(f"filters must be (n_units, h, w) or (n_units, 3, h, w) with n_units >= 1; got {W.shape}")
     if order is not None:
         W = W[np.asarray(order)]
     W = unit_scaled(W, scale)  # each unit in [-1, 1]
+    if not color:
+        W = W[:, None]
     if tile is not None:
-        W = _with_tile_gaps(W, tile)
-    n, h, w = W.shape
+        n0, c0 = W.shape[:2]
+        W = _with_tile_gaps(W.reshape(n0 * c0, *W.shape[2:]), tile).reshape(n0, c0, *_gapped(W.shape[2:], tile))
+    n, ch, h, w = W.shape
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), np.inf)  # inf: separators
+    canvas = np.full((ch, rows * (h + pad) + pad, cols * (w + pad) + pad), np.inf)  # inf: separators
     for i in range(n):
         r, c = divmod(i, cols)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = W[i]
-    finite = np.isfinite(canvas)
-    rgba = matplotlib.colormaps[cmap]((np.where(finite, canvas, 0.0) + 1) / 2)
-    rgba[np.isinf(canvas)] = (0.25, 0.25, 0.25, 1.0)  # grey separators between units
-    rgba[np.isnan(canvas)] = (0.82, 0.82, 0.82, 1.0)  # light lines between tiles
+        canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = W[i]
+    finite = np.isfinite(canvas[0])
+    level = (np.where(np.isfinite(canvas), canvas, 0.0) + 1) / 2
+    rgba = np.concatenate([level.transpose(1, 2, 0), np.ones((*finite.shape, 1))], -1) if color \
+        else matplotlib.colormaps[cmap](level[0])
+    rgba[np.isinf(canvas[0])] = (0.25, 0.25, 0.25, 1.0)  # grey separators between units
+    rgba[np.isnan(canvas[0])] = (0.82, 0.82, 0.82, 1.0)  # light lines between tiles
     return (rgba[..., :3] * 255).round().astype(np.uint8)
+
+
+def _gapped(hw: tuple[int, ...], tile: tuple[int, int]) -> tuple[int, int]:
+    """The field size after :func:`_with_tile_gaps` (one line between tiles)."""
+    h, w = hw
+    return h + (h - 1) // tile[0], w + (w - 1) // tile[1]
 
 
 def labels_to_rgb(labels: np.ndarray, cmap: str = "tab20") -> np.ndarray:
