@@ -8,6 +8,7 @@ that names the key and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,7 +314,9 @@ def from_dict(cls: type, d: dict, path: str = "") -> Any:
     unknown = sorted(set(d) - set(names))
     if unknown:
         where = f" in {path}" if path else ""
-        raise ValueError(f"unknown config key(s) {unknown}{where}; allowed: {', '.join(names)}")
+        near = [m for k in unknown for m in difflib.get_close_matches(k, names, n=1, cutoff=0.75)]
+        hint = f" (did you mean {', '.join(map(repr, near))}?)" if near else ""
+        raise ValueError(f"unknown config key(s) {unknown}{where}; allowed: {', '.join(names)}{hint}")
     kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in d.items()}
     return cls(**kwargs)
 

@@ -209,7 +209,11 @@ threads: 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["input_shape"] == [3, 12, 12]
     assert summary["tile_purity_mean"] > 0.9 > summary["tile_purity_shuffled_mean"] + 0.3
-    layer = json.loads((run / "structure.json").read_text())["layers"][0]
+    from structlearn.structure.readout import format_structure_table
+
+    structure = json.loads((run / "structure.json").read_text())
+    assert "layer 0 colour: the kernels and Gabor fits are those of" in format_structure_table(structure)
+    layer = structure["layers"][0]
     assert layer["input_shape"] == [3, 12, 12]
     col = layer["color"]
     assert col["locality"]["tile_purity_mean"] == pytest.approx(summary["tile_purity_mean"], rel=1e-5)
@@ -236,3 +240,11 @@ def test_unit_table_of_colour_units():
     for c in ("dominant_tile", "tile_purity", "participation_ratio", "radius90", "gabor_r2", "gabor_frequency"):
         np.testing.assert_allclose(col[c], ref[c], rtol=1e-3, atol=1e-6, err_msg=c)  # the fit from an SVD-rounded start
     np.testing.assert_allclose(col["density"], ref["density"] * 2 / 3)  # the green channel is empty
+
+
+def test_the_british_spelling_points_to_the_key():
+    with pytest.raises(ValueError, match=r"\['colour'\] in data; allowed: .*\(did you mean 'color'\?\)"):
+        load_config(None, ["data.colour=true"])
+    with pytest.raises(ValueError) as e:
+        load_config(None, ["data.nonsense=true"])
+    assert "did you mean" not in str(e.value)

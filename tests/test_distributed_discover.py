@@ -174,6 +174,7 @@ def test_world_size_one_under_torchrun_is_todays_path(reference, tmp_path):
     assert not (solo / "checkpoint").exists()
 
 
+@pytest.mark.slow  # an interrupted 2-process run, resumed on 2 and on 1 (35 s; the default suite's longest test)
 def test_interrupted_run_resumes_on_two_processes_exactly_and_on_one(reference):
     base = reference["base"]
     p = start(["tiny.yaml", "--out", "cut", "--nproc", "2"], base)

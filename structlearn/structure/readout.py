@@ -241,6 +241,11 @@ def structure_rows(structure: dict[str, Any]) -> tuple[list[list[str]], list[str
         for key in ("error",):
             if key in e:
                 notes.append(f"layer {e.get('layer')}: {e[key]}")
+        if isinstance(e.get("color"), dict):
+            c = e["color"]
+            notes.append(f"layer {e.get('layer')} colour: the kernels and Gabor fits are those of each unit's dominant "
+                         f"colour component, which holds {_fmt(c['separability_median'])} of a unit's energy (median); "
+                         f"{_fmt(c['achromatic_fraction'])} of the units are achromatic (within 25 degrees of grey)")
         for sec in ("receptive_fields", "gabor", "conv", "sharing"):
             if isinstance(e.get(sec), dict) and "error" in e[sec]:
                 notes.append(f"layer {e.get('layer')} {sec}: {e[sec]['error']}")
