@@ -181,3 +181,32 @@ def test_lanczos_reaches_a_crowded_top_eigenvalue_from_below():
         v = D.T @ (D @ v)
         v = v / v.norm()
     assert float((D @ v).pow(2).sum()) < theta
+
+
+@pytest.mark.parametrize("update", ["bcd", "usage"])
+def test_a_dead_atom_is_reseeded_from_the_residual_on_its_step_only(update):
+    """Atom 0 points along a direction the data never has: its code is 0 and it is re-seeded,
+    at the ``resample_every``-th update and not before, with a normalised residual row (in the
+    data's span); only the statistics of that step carry the residual."""
+    g = torch.Generator().manual_seed(4)
+    d, k, n = 8, 12, 256
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x[:, -1] = 0  # the data lives in the first d - 1 coordinates
+    layer = DenseLayer(d, k, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight[:, -1] = 0
+        layer.weight[0] = 0
+        layer.weight[0, -1] = 1.0  # never used
+        layer.weight /= layer.weight.norm(dim=1, keepdim=True)
+    obj = SparseCoding(layer, lam=0.1, n_iter=50, resample_every=3, dict_update=update, generator=g)
+    for step in range(3):
+        stats = obj.statistics(x)
+        assert ("_residual" in stats) == (step == 2)
+        before = layer.weight[0].clone()
+        obj.update(stats)
+    assert torch.equal(before, torch.eye(d, dtype=torch.float64)[-1])  # untouched for two steps
+    w0 = layer.weight[0].detach()
+    assert float(w0[-1]) == 0 and float(w0.norm()) == pytest.approx(1, abs=1e-12)
+    r = stats["_residual"]
+    cos = (r @ w0) / r.norm(dim=1)
+    assert float(cos.max()) == pytest.approx(1, abs=1e-12)  # one of the batch's residual rows

@@ -270,7 +270,8 @@ class SparseCoding(Objective):
     def statistics(self, x: Tensor) -> dict[str, Any]:
         """Codes ``z`` by FISTA at the current dictionary, then the batch means
         ``zz = z^T z / n`` (k, k) and ``zx = z^T x / n`` (k, d); ``_residual`` (n, d) is kept
-        for re-seeding dead atoms. ``init="data"`` sets the atoms from the first batch here.
+        for re-seeding dead atoms, on the steps that re-seed only (data-parallel replicas
+        gather it). ``init="data"`` sets the atoms from the first batch here.
         The gradient updates take ``grad = -z^T r / n`` (k, d) and ``usage = mean z^2`` (k,)
         instead; ``stats: sparse`` gives ``zz`` as a sparse COO tensor."""
         if self.init == "data" and int(self.steps) == 0:
@@ -279,10 +280,11 @@ class SparseCoding(Objective):
         z = self.infer(x, self.n_iter)  # (n, k)
         n = x.shape[0]
         r = x - z @ D  # (n, d) residual
-        out: dict[str, Any] = {"n": n, "_residual": r,
-                               "loss": 0.5 * (r * r).sum(1).mean() + self.lam * self.penalty(z).mean(),
+        out: dict[str, Any] = {"n": n, "loss": 0.5 * (r * r).sum(1).mean() + self.lam * self.penalty(z).mean(),
                                "recon_rel_error": (r * r).sum() / (x * x).sum(),
                                "active_codes": (z != 0).float().sum(1).mean()}
+        if self.reseeds_next():
+            out["_residual"] = r
         if self.dict_update != "bcd":
             out.update(grad=z.T @ r / -n, usage=(z * z).mean(0))
         elif self.stats == "sparse":
@@ -295,6 +297,10 @@ class SparseCoding(Objective):
         else:
             out.update(zz=z.T @ z / n, zx=z.T @ x / n)
         return out
+
+    def reseeds_next(self) -> bool:
+        """Whether the next :meth:`update` checks for dead atoms (it reads ``_residual``)."""
+        return bool(self.resample_every) and (int(self.steps) + 1) % self.resample_every == 0
 
     @torch.no_grad()
     def update(self, stats: dict[str, Any]) -> dict[str, Tensor]:

@@ -136,9 +136,10 @@ class ShardedSparseCoding(SparseCoding):
         r = x - all_reduce_(z @ D, self.group)  # (n, d): the full residual on every rank
         penalty = all_reduce_(self.penalty(z), self.group)
         active = all_reduce_((z != 0).sum(1).to(x.dtype), self.group)
-        return {"n": n, "_residual": r, "grad": z.T @ r / -n, "usage": (z * z).mean(0),
-                "loss": 0.5 * (r * r).sum(1).mean() + self.lam * penalty.mean(),
-                "recon_rel_error": (r * r).sum() / (x * x).sum(), "active_codes": active.mean()}
+        out = {"n": n, "grad": z.T @ r / -n, "usage": (z * z).mean(0),
+               "loss": 0.5 * (r * r).sum(1).mean() + self.lam * penalty.mean(),
+               "recon_rel_error": (r * r).sum() / (x * x).sum(), "active_codes": active.mean()}
+        return {**out, "_residual": r} if self.reseeds_next() else out
 
     def _global_usage(self) -> tuple[Tensor, slice]:
         """Every atom's usage (an all-gather of the shards'), so dead atoms and their residual
