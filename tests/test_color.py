@@ -219,6 +219,14 @@ threads: 1
     assert col["locality"]["tile_purity_mean"] == pytest.approx(summary["tile_purity_mean"], rel=1e-5)
     assert 1 / 3 <= col["separability_median"] <= 1 and 0 <= col["achromatic_fraction"] <= 1
     assert "median_r2" in layer["gabor"]
+    from structlearn.runs.readout import run_structure
+    from structlearn.runs.run import Run
+
+    loose = run_structure(Run(run), write=False, gabor_steps=20, conv_kwargs={"threshold": 0.6})["layers"][0]
+    conv, cconv = loose["conv"], loose["color"]["conv"]  # a colour conv read-out on the held-out colour mosaics
+    assert conv["channels"] == len(cconv["channel_colours"]) >= 1 and 0 < conv["coverage"] <= 1
+    assert 0 < cconv["equivalence_error"] < 1 and conv["equivalence_error"] == cconv["equivalence_error"]
+    assert 0 < cconv["coherence_median"] <= 1 + 1e-6
     from skimage.io import imread
     png = imread(run / "filters_after_prune.png")
     assert png.ndim == 3 and np.ptp(png[..., 0].astype(int) - png[..., 2].astype(int)) > 0  # not grey
@@ -248,3 +256,39 @@ def test_the_british_spelling_points_to_the_key():
     with pytest.raises(ValueError) as e:
         load_config(None, ["data.nonsense=true"])
     assert "did you mean" not in str(e.value)
+
+
+def test_colour_convolution_of_a_planted_colour_conv_layer():
+    """Rows of a known Conv2d(3, C, k) whose channel kernels are colour (x) space, each channel its
+    own colour (grey, red-green, blue-yellow, ...): the spatial read-out of the dominant components
+    plus :func:`color_conv` give back each channel's colour, and the colour conv reproduces the
+    dense responses on real colour patches (equivalence error ~ 0); giving every unit of a channel
+    another colour breaks it."""
+    from test_structure_readout import planted_conv
+
+    from structlearn.structure.color import color_conv, color_equivalence_error
+    from structlearn.structure.conv import conv_from_filters
+
+    C = 4
+    kernels, _, clean, where, _ = planted_conv(channels=C, k=5, stride=2, size=15, noise=0.0, dtype=torch.float64)
+    colours = torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, 0.0], [-0.5, -0.5, 1.0], [1.0, 0.2, 0.0]], dtype=torch.float64)
+    colours = colours / colours.norm(dim=1, keepdim=True)
+    W = colours[where[:, 0]][:, :, None, None] * clean[:, None]  # (n, 3, 15, 15), colour-separable
+    split = color_split(W)
+    assert torch.allclose(split.separability, torch.ones_like(split.separability), atol=1e-10)
+    ro = conv_from_filters(split.spatial)
+    assert bool(ro.covered.all()) and ro.channels == C
+    cc = color_conv(ro, split)
+    found = cc.colour.abs() @ colours.abs().T  # |cos| between found and planted colours, (C, C)
+    assert bool((found.max(1).values > 1 - 1e-8).all())
+    assert torch.allclose(cc.coherence, torch.ones_like(cc.coherence), atol=1e-8)
+    x = torch.as_tensor(sample_patches(load_bundled(BUNDLED_COLOR[:2], color=True), (15, 15), 200,
+                                       torch.Generator().manual_seed(0))).double()
+    assert float(color_equivalence_error(W, ro, cc, x)) < 1e-8
+    mixed = W.clone()
+    odd = where[:, 0] == 0  # the grey channel's units take random colours
+    rand = torch.randn(int(odd.sum()), 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mixed[odd] = (rand / rand.norm(dim=1, keepdim=True))[:, :, None, None] * clean[odd][:, None]
+    split2 = color_split(mixed)
+    ro2 = conv_from_filters(split2.spatial)
+    assert float(color_equivalence_error(mixed, ro2, color_conv(ro2, split2), x)) > 0.1

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from structlearn.io import atomic_torch_save, atomic_write_json
 from structlearn.runs.run import STRUCTURE_VERSION, Run
-from structlearn.structure.color import color_split, color_summary
+from structlearn.structure.color import color_conv, color_equivalence_error, color_split, color_summary
 from structlearn.structure.conv import _crops
 from structlearn.structure.gabor import GaborFit
 from structlearn.structure.locality import locality_summary
@@ -69,27 +69,35 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
             layers.append(entry)
             continue
         filters = W.reshape(W.shape[0], *shape)
-        x: Tensor | None = run.data.test[:max_inputs].float().reshape(-1, *shape)
-        color = None
+        x_full = run.data.test[:max_inputs].float().reshape(-1, *shape)
+        x: Tensor | None = x_full
+        color, cc = None, None
         if len(shape) == 3:  # colour: the spatial read-outs see each unit's dominant colour component
-            split = color_split(filters)
+            full, split = filters, color_split(filters)
             color = {**color_summary(split), "locality": locality_summary(filters, run.data.tile_map),
-                     "read_out_on": "each unit's dominant colour component (structlearn.structure.color); "
-                                    "no equivalence error (the inputs have colour)"}
+                     "read_out_on": "each unit's dominant colour component (structlearn.structure.color)"}
             filters, x = split.spatial, None
         ls = read_layer(filters, inputs=x, tile_map=run.data.tile_map, groups=run.groups(li), gabor_steps=gabor_steps,
                         conv_kwargs=conv_kwargs)
         entry.update(ls.summary)
         if color is not None:  # the layer's own shape and density, not its dominant components'
+            if ls.conv is not None:
+                cc = color_conv(ls.conv, split)
+                color["conv"] = {"equivalence_error": float(color_equivalence_error(full, ls.conv, cc, x_full)),
+                                 "equivalence_inputs": int(x_full.shape[0]),
+                                 "coherence_median": float(cc.coherence.median()),
+                                 "channel_colours": cc.colour.tolist()}
+                entry["conv"].update(equivalence_error=color["conv"]["equivalence_error"],  # the colour conv's
+                                     equivalence_inputs=int(x_full.shape[0]))
             entry.update(color=color, input_shape=list(shape), density=float((W != 0).double().mean()))
         if ls.conv is not None:
-            kernels[str(li)] = ls.conv.kernels.detach().cpu()
+            kernels[str(li)] = (ls.conv.kernels if cc is None else cc.kernels).detach().cpu()
         if ls.shared is not None:
             sh = ls.shared
             shared[str(li)] = {"kernels": sh.kernels.cpu(), "channel": sh.channel.cpu(), "gain": sh.gain.cpu(),
                                "top": sh.top.cpu(), "left": sh.left.cpu()}
         if write and pngs:
-            entry["pngs"] = _layer_pngs(run, li, filters, ls)
+            entry["pngs"] = _layer_pngs(run, li, filters, ls, None if cc is None else cc.kernels)
         layers.append(entry)
     out = {"version": STRUCTURE_VERSION, "run": run.name, "kind": cfg.data.kind, "input_shape": list(run.data.input_shape),
            "conv_kwargs": dict(conv_kwargs or {}), "layers": layers}
@@ -102,9 +110,11 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
     return out
 
 
-def _layer_pngs(run: Run, li: int, filters: Tensor, ls: LayerStructure, crop: int = 12) -> list[str]:
+def _layer_pngs(run: Run, li: int, filters: Tensor, ls: LayerStructure, colour_kernels: Tensor | None = None,
+                crop: int = 12) -> list[str]:
     """Filters beside their Gabor fits (first 64 non-empty units; inputs larger than 16 pixels
-    are cut to a ``crop x crop`` window around each unit's centre of mass) and the conv kernels."""
+    are cut to a ``crop x crop`` window around each unit's centre of mass) and the conv kernels
+    (in colour when given)."""
     names = []
     live = (filters.flatten(1).abs().amax(1) > 0).nonzero()[:, 0][:64]
     if ls.gabor is not None and live.numel():
@@ -123,6 +133,7 @@ def _layer_pngs(run: Run, li: int, filters: Tensor, ls: LayerStructure, crop: in
         names.append(name)
     if ls.conv is not None:
         name = f"structure_kernels_layer{li}.png"
-        save_png(run.file(name), upscale(filters_to_rgb(ls.conv.kernels.cpu().double().numpy()), 384))
+        bank = ls.conv.kernels if colour_kernels is None else colour_kernels
+        save_png(run.file(name), upscale(filters_to_rgb(bank.cpu().double().numpy()), 384))
         names.append(name)
     return names

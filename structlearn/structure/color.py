@@ -18,6 +18,14 @@ colour-separable: :func:`color_summary` reports the share of achromatic units
 The spatial read-outs (Gabor fits, shared kernels, the convolution read-out) of a colour layer
 run on ``spatial``; the locality measures on the whole colour field
 (:func:`structlearn.structure.locality.pixel_field`).
+
+Colour convolution: a channel ``c`` of the spatial read-out (kernel ``K_c``, covered units ``i``
+with ``spatial_i ~ g_i place(K_c)``, ``g_i = sign_i scale_i``) gets one colour ``a_c``, the leading
+eigenvector of ``sum_i g_i^2 axis_i axis_i^T`` (sign: ``sum a_c >= 0``), so its
+``Conv2d(3, C, k)`` kernel is ``a_c (x) K_c`` and unit ``i``'s response is
+``g_i (axis_i . a_c) Conv2d(x)[c, o_y, o_x]``. :func:`color_equivalence_error` compares it with
+the dense responses on real colour inputs: it is small only when the units of a channel share
+one colour as well as one spatial kernel.
 """
 from __future__ import annotations
 
@@ -25,7 +33,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from structlearn.structure.conv import ConvReadout
 
 ACHROMATIC_DEGREES = 25.0  # a colour axis within this angle of grey is achromatic
 
@@ -68,3 +79,47 @@ def color_summary(split: ColorSplit) -> dict[str, float]:
     return {"separability_median": float(split.separability[alive].median()),
             "achromatic_fraction": float((angle <= ACHROMATIC_DEGREES).double().mean()),
             "angle_to_gray_median": float(angle.median())}
+
+
+@dataclass
+class ColorConv:
+    kernels: Tensor  # (C, 3, k, k): a_c (x) K_c
+    colour: Tensor  # (C, 3) unit-norm channel colours a_c
+    gain: Tensor  # (n_covered,) g_i (axis_i . a_c), the unit's factor on its conv output
+    coherence: Tensor  # (n_covered,) |axis_i . a_c| (1: the unit has its channel's colour)
+
+
+def color_conv(readout: ConvReadout, split: ColorSplit) -> ColorConv:
+    """The colour convolution of a spatial read-out (module docstring)."""
+    cov = readout.covered
+    if not bool(cov.any()):
+        raise ValueError("no unit is covered by a channel; no colour kernels to read")
+    ch = readout.channel[cov]
+    axis = split.axis[cov].double().nan_to_num(0.0)  # (m, 3)
+    g = (readout.sign * readout.scale)[cov].double()
+    scatter = torch.zeros(readout.channels, axis.shape[1], axis.shape[1], dtype=torch.float64)
+    scatter.index_add_(0, ch, (g * g)[:, None, None] * axis[:, :, None] * axis[:, None, :])  # (C, 3, 3)
+    colour = torch.linalg.eigh(scatter).eigenvectors[:, :, -1]  # (C, 3): the leading eigenvectors
+    colour = colour * torch.where(colour.sum(1) < 0, -1.0, 1.0).to(colour.dtype)[:, None]
+    dot = (axis * colour[ch]).sum(1)
+    dt = readout.kernels.dtype
+    return ColorConv((colour[:, :, None, None] * readout.kernels.double()[:, None]).to(dt), colour.to(dt),
+                     (g * dot).to(dt), dot.abs().to(dt))
+
+
+def color_equivalence_error(filters: Tensor, readout: ConvReadout, cc: ColorConv, x: Tensor) -> Tensor:
+    """``||dense(x) - conv(x)||_F / ||dense(x)||_F`` over the covered units, for colour inputs
+    ``x: (n, 3, H, W)`` and filters ``(n_units, 3, H, W)``; ``conv(x)`` is the ``Conv2d(3, C, k)``
+    of ``cc.kernels`` times each unit's ``cc.gain`` (:func:`color_conv`)."""
+    if filters.ndim != 4 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(filters.shape[1:]):
+        raise ValueError(f"x must be (n_samples, *filters.shape[1:]) with filters (n_units, 3, H, W); "
+                         f"got x {tuple(x.shape)} and filters {tuple(filters.shape)}")
+    cov = readout.covered
+    x = x.to(device=cc.kernels.device, dtype=cc.kernels.dtype)
+    out = F.conv2d(x, cc.kernels, stride=readout.stride, padding=readout.padding)  # (m, C, Ho, Wo)
+    conv = out[:, readout.channel[cov], readout.out_y[cov], readout.out_x[cov]] * cc.gain[None]
+    dense = x.flatten(1) @ filters[cov].to(x).flatten(1).T  # (m, n_covered)
+    den = dense.norm()
+    if float(den) == 0:
+        raise ValueError("dense(x) is zero at every covered unit; the equivalence error is undefined")
+    return (dense - conv).norm() / den
