@@ -83,12 +83,10 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
         if color is not None:  # the layer's own shape and density, not its dominant components'
             if ls.conv is not None:
                 cc = color_conv(ls.conv, split)
-                color["conv"] = {"equivalence_error": float(color_equivalence_error(full, ls.conv, cc, x_full)),
-                                 "equivalence_inputs": int(x_full.shape[0]),
-                                 "coherence_median": float(cc.coherence.median()),
-                                 "channel_colours": cc.colour.tolist()}
-                entry["conv"].update(equivalence_error=color["conv"]["equivalence_error"],  # the colour conv's
-                                     equivalence_inputs=int(x_full.shape[0]))
+                err = float(color_equivalence_error(full, ls.conv, cc, x_full))
+                color["conv"] = {"equivalence_error": err, "equivalence_inputs": int(x_full.shape[0]),
+                                 "coherence_median": float(cc.coherence.median()), "channel_colours": cc.colour.tolist()}
+                entry["conv"].update(equivalence_error=err, equivalence_inputs=int(x_full.shape[0]))  # the colour conv's
             entry.update(color=color, input_shape=list(shape), density=float((W != 0).double().mean()))
         if ls.conv is not None:
             kernels[str(li)] = (ls.conv.kernels if cc is None else cc.kernels).detach().cpu()
