@@ -165,6 +165,8 @@ def knn_distances(
     zc = prepare(z, metric)
     step = chunk_rows(n, chunk_size)
     if metric == "euclidean" and z.shape[-1] > _DIRECT_MAX_DIM:
+        if chunk_size is None:  # the product's share grows with d: more rows per block amortise BLAS packing
+            step *= max(1, z.shape[-1] // 16)
         return _knn_sq_mm(zc, k, step).sqrt_()
     out = [smallest_k(mask_self(pairwise_distance(zc[s : s + step], zc, metric), s), k)[0] for s in range(0, n, step)]
     return torch.cat(out, 0)
