@@ -227,6 +227,9 @@ threads: 1
     assert conv["channels"] == len(cconv["channel_colours"]) >= 1 and 0 < conv["coverage"] <= 1
     assert 0 < cconv["equivalence_error"] < 1 and conv["equivalence_error"] == cconv["equivalence_error"]
     assert 0 < cconv["coherence_median"] <= 1 + 1e-6
+    from structlearn.runs.export import spec_from_run
+    with pytest.raises(ValueError, match=r"shape \(3, 12, 12\).*colour runs.*not exported"):
+        spec_from_run(Run(run))
     from skimage.io import imread
     png = imread(run / "filters_after_prune.png")
     assert png.ndim == 3 and np.ptp(png[..., 0].astype(int) - png[..., 2].astype(int)) > 0  # not grey

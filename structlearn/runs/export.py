@@ -32,8 +32,8 @@ def spec_from_run(run: Run, conv_kwargs: dict[str, Any] | None = None, sharing: 
     input_shape = run.input_shape(0)
     if len(input_shape) != 2:
         raise ValueError(f"the run's inputs have shape {input_shape}; an architecture spec needs (H, W) images "
-                         f"(colour runs, data.color: true, are read out in structure.json but not exported: their "
-                         f"kernels would need one colour direction per unit)")
+                         f"(colour runs, data.color: true, are read out in structure.json, colour kernels included, "
+                         f"but not exported: the spec format takes one input channel)")
     structure = ensure_structure(run, conv_kwargs)
     saved, shared = run.kernels(), run.shared()
     stages: list[dict[str, Any]] = []
