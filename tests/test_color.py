@@ -227,9 +227,20 @@ threads: 1
     assert conv["channels"] == len(cconv["channel_colours"]) >= 1 and 0 < conv["coverage"] <= 1
     assert 0 < cconv["equivalence_error"] < 1 and conv["equivalence_error"] == cconv["equivalence_error"]
     assert 0 < cconv["coherence_median"] <= 1 + 1e-6
+    # the hand-off: an RGB spec whose conv stage carries the colour kernels, a module that runs on RGB
+    from structlearn.export.spec import build_module
     from structlearn.runs.export import spec_from_run
-    with pytest.raises(ValueError, match=r"shape \(3, 12, 12\).*colour runs.*not exported"):
-        spec_from_run(Run(run))
+
+    spec, kernels = spec_from_run(Run(run), conv_kwargs={"threshold": 0.6})
+    assert spec["input"] == {"channels": 3, "shape": [12, 12]} and spec["stages"][0]["type"] == "conv2d"
+    K = kernels[0]
+    assert K.shape == (conv["channels"], 3, conv["kernel_size"], conv["kernel_size"])
+    sv = torch.linalg.svdvals(K.double().flatten(2))  # each channel's kernel is colour (x) space: rank 1
+    assert float((sv[:, 1] / sv[:, 0]).max()) < 1e-5
+    module = build_module(spec, kernels)
+    x = Run(run).data.test[:20].reshape(-1, 3, 12, 12)
+    torch.testing.assert_close(module(x), torch.nn.functional.conv2d(x, K, stride=tuple(conv["stride"]),
+                                                                     padding=tuple(conv["padding"])))
     from skimage.io import imread
     png = imread(run / "filters_after_prune.png")
     assert png.ndim == 3 and np.ptp(png[..., 0].astype(int) - png[..., 2].astype(int)) > 0  # not grey
@@ -295,3 +306,19 @@ def test_colour_convolution_of_a_planted_colour_conv_layer():
     split2 = color_split(mixed)
     ro2 = conv_from_filters(split2.spatial)
     assert float(color_equivalence_error(mixed, ro2, color_conv(ro2, split2), x)) > 0.1
+
+
+def test_rgb_spec_takes_colour_kernels_and_names_a_wrong_shape():
+    from structlearn.export.spec import build_module, make_spec
+
+    stage = {"type": "conv2d", "out_channels": 4, "kernel_size": [3, 3], "stride": [1, 1], "padding": [0, 0]}
+    spec = make_spec((3, 8, 8), [stage])
+    assert spec["input"] == {"channels": 3, "shape": [8, 8]}
+    K = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(build_module(spec, [K])(x), torch.nn.functional.conv2d(x, K))
+    with pytest.raises(ValueError, match=r"kernels shape \(4, 3, 3\) does not match \(4, 3, 3, 3\) on 3 input channel"):
+        build_module(spec, [K[:, 0]])
+    with pytest.raises(ValueError, match=r"input_shape=\(2, 3, 8, 8\); allowed: \(H, W\) or \(C, H, W\)"):
+        make_spec((2, 3, 8, 8), [stage])
+    assert make_spec((8, 8), [stage])["input"]["channels"] == 1  # grayscale unchanged

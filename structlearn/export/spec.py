@@ -3,7 +3,7 @@
 The spec is plain JSON so NAS pipelines can read it without structlearn::
 
     {"format": "structlearn.architecture", "version": 1,
-     "input": {"channels": 1, "shape": [H, W]},
+     "input": {"channels": 1, "shape": [H, W]},     # 3 for colour runs (data.color), channels first
      "stages": [
         {"type": "conv2d", "out_channels": C, "kernel_size": [k, k], "stride": [s, s],
          "padding": [p, p], "evidence": {"coverage": ..., "equivalence_error": ..., "density": ...}},
@@ -27,7 +27,8 @@ then each C_j's) must be given to ``build_module``; it normalises its input.
 A conv stage comes from a layer whose pruned receptive fields share weights
 (:func:`structlearn.structure.conv.conv_from_filters`); a layer without weight sharing stays a
 (sparse) dense stage. ``build_module(spec, kernels)`` returns an ``nn.Sequential``; given the
-discovered kernels (one ``(C, k, k)`` tensor per conv stage) the first conv reproduces the
+discovered kernels (one ``(C, k, k)`` tensor per conv stage, ``(C, 3, k, k)`` on RGB inputs: the
+colour read-out of :mod:`structlearn.structure.color`) the first conv reproduces the
 dense layer's responses at the covered units.
 """
 from __future__ import annotations
@@ -178,8 +179,12 @@ def pool_stage(pool_dict: dict[str, Any]) -> dict[str, Any]:
             "stride": [int(v) for v in pool_dict["stride"]], "evidence": {"purity": pool_dict.get("purity")}}
 
 
-def make_spec(input_shape: tuple[int, int], stages: list[dict[str, Any]], source: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec = {"format": FORMAT, "version": VERSION, "input": {"channels": 1, "shape": [int(v) for v in input_shape]},
+def make_spec(input_shape: tuple[int, ...], stages: list[dict[str, Any]], source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A validated spec for inputs ``(H, W)`` (one channel) or ``(C, H, W)`` (e.g. RGB)."""
+    *chans, h, w = (int(v) for v in input_shape)
+    if len(chans) > 1 or (chans and chans[0] < 1):
+        raise ValueError(f"input_shape={tuple(input_shape)}; allowed: (H, W) or (C, H, W)")
+    spec = {"format": FORMAT, "version": VERSION, "input": {"channels": chans[0] if chans else 1, "shape": [h, w]},
             "stages": stages, "source": dict(source or {})}
     validate_spec(spec)
     return spec
@@ -261,9 +266,10 @@ def build_module(spec: dict[str, Any], kernels: list[Any] | None = None, num_cla
     shared_conv stage takes a dict ``{"kernels": (C, k, k), "channel", "top", "left", "gain": (n,)}``
     (required: which cell each unit reads is part of the discovered structure); a masked dense
     stage takes ``{"weight": (out, in), "mask": (out, in)}``. ``num_classes`` (or the spec's
-    ``head.num_classes``) appends a classifier ``Linear(features, num_classes)`` with bias."""
+    ``head.num_classes``) appends a classifier ``Linear(features, num_classes)`` with bias. Inputs
+    of ``c > 1`` channels (``input.channels``) take conv kernels ``(C, c, k, k)``."""
     validate_spec(spec)
-    shape = (1, *spec["input"]["shape"])  # (C, H, W) flowing through
+    shape = (int(spec["input"].get("channels", 1)), *spec["input"]["shape"])  # (C, H, W) flowing through
     mods: list[nn.Module] = []
     conv_i = 0
     for i, st in enumerate(spec["stages"]):
@@ -276,11 +282,12 @@ def build_module(spec: dict[str, Any], kernels: list[Any] | None = None, num_cla
                              dtype=kernels[conv_i].dtype if kernels is not None else None)
             if kernels is not None:
                 w = kernels[conv_i]
-                if shape[0] != 1 or tuple(w.shape) != (st["out_channels"], *st["kernel_size"]):
-                    raise ValueError(f"stages.{i}: kernels shape {tuple(w.shape)} does not match "
-                                     f"({st['out_channels']}, {st['kernel_size'][0]}, {st['kernel_size'][1]}) on 1 input channel")
+                want = (st["out_channels"], *((shape[0],) if shape[0] > 1 else ()), *st["kernel_size"])
+                if tuple(w.shape) != want:
+                    raise ValueError(f"stages.{i}: kernels shape {tuple(w.shape)} does not match {want} "
+                                     f"on {shape[0]} input channel(s)")
                 with torch.no_grad():
-                    conv.weight.copy_(w[:, None].to(conv.weight.dtype))
+                    conv.weight.copy_((w if shape[0] > 1 else w[:, None]).to(conv.weight.dtype))
             conv_i += 1
             mods.append(conv)
             h = (shape[1] + 2 * st["padding"][0] - st["kernel_size"][0]) // st["stride"][0] + 1

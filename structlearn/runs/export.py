@@ -4,13 +4,16 @@ The first layer becomes, with ``sharing="full"`` (the default), a shared_conv st
 as one of the read-out's shared kernels with its own gain and position (full coverage,
 :mod:`structlearn.structure.sharing`); with ``sharing="strict"``, a conv stage of the exact
 cosine read-out (plus an energy-pooling stage when unit groups share a kernel) when it found
-one. Otherwise, or for vector inputs, a dense stage; later
+one. A colour run (``data.color``, inputs ``(3, H, W)``) has no shared_conv stage (its shared
+kernels are spatial): its conv stage carries the colour kernels ``(C, 3, k, k)`` of the
+read-out. Otherwise, or for vector inputs, a dense stage; later
 layers are dense stages; nonlinearities between layers become activation stages. The spec is
 taken from ``structure.json`` and ``structure_kernels.pt`` (:func:`ensure_structure`, with the
 same options as ``structlearn report``), never recomputed with other settings.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from structlearn.export.spec import conv_stage, make_spec, pool_stage, shared_conv_stage
@@ -30,21 +33,21 @@ def spec_from_run(run: Run, conv_kwargs: dict[str, Any] | None = None, sharing: 
     for li in range(len(cfg.layers)):
         run.layer(li)  # a clear error for an unfinished run
     input_shape = run.input_shape(0)
-    if len(input_shape) != 2:
-        raise ValueError(f"the run's inputs have shape {input_shape}; an architecture spec needs (H, W) images "
-                         f"(colour runs, data.color: true, are read out in structure.json, colour kernels included, "
-                         f"but not exported: the spec format takes one input channel)")
+    colour = len(input_shape) == 3
+    if len(input_shape) != 2 and not colour:
+        raise ValueError(f"the run's inputs have shape {input_shape}; an architecture spec needs (H, W) or (3, H, W) images")
     structure = ensure_structure(run, conv_kwargs)
     saved, shared = run.kernels(), run.shared()
     stages: list[dict[str, Any]] = []
     kernels: list[Any] = []
-    flowing: int | None = int(input_shape[0] * input_shape[1])  # features flowing into the next stage (None: unknown)
+    flowing: int | None = math.prod(input_shape)  # features flowing into the next stage (None: unknown)
     for li, lcfg in enumerate(cfg.layers):
         entry = structure["layers"][li]
         conv = entry.get("conv")
         ev = {"density": entry["density"], "layer": li, "objective": lcfg.objective}
         sh = entry.get("sharing")
-        if li == 0 and sharing == "full" and isinstance(sh, dict) and "error" not in sh and li in shared:
+        if li == 0 and sharing == "full" and not colour and isinstance(sh, dict) and "error" not in sh and li in shared:
+            # (a colour run's shared kernels are its units' spatial components: one input channel)
             strict = {k: conv.get(k) for k in ("channels", "coverage", "equivalence_error")} if isinstance(conv, dict) else {}
             stages.append(shared_conv_stage({**sh, "unit_channel": shared[li]["channel"].tolist()},
                                             {**ev, "exact_sharing": strict}))
