@@ -104,13 +104,13 @@ def significant_single_tile(run: Path, rel: float = 0.1) -> float:
 
     saved = torch.load(run / "layer0.pt", weights_only=True)
     W = saved["weight"] * saved["mask"]
-    h, w = saved["input_shape"]
+    shape = tuple(saved["input_shape"])  # (H, W), or (3, H, W) for colour runs
     cfg = __import__("yaml").safe_load((run / "config.yaml").read_text())["data"]
     from structlearn.data.mosaics import make_tile_map
 
     tile_map = make_tile_map(tuple(cfg["grid"]), tuple(cfg["tile"]))
     alive = (W != 0).any(1)
-    Wsig = (W * magnitude_mask(W, scope="unit", threshold=rel)).reshape(-1, h, w)
+    Wsig = (W * magnitude_mask(W, scope="unit", threshold=rel)).reshape(-1, *shape)
     return float(single_tile(Wsig, tile_map)[alive].float().mean())
 
 
