@@ -217,7 +217,17 @@ threads: 1
     assert layer["input_shape"] == [3, 12, 12]
     col = layer["color"]
     assert col["locality"]["tile_purity_mean"] == pytest.approx(summary["tile_purity_mean"], rel=1e-5)
-    assert 1 / 3 <= col["separability_median"] <= 1 and 0 <= col["achromatic_fraction"] <= 1
+    # the colour numbers, recomputed from the saved weights with numpy's SVD, unit by unit
+    saved = torch.load(run / "layer0.pt")
+    W = (saved["weight"] * saved["mask"]).double().reshape(-1, 3, 144).numpy()
+    sep, grey = [], []
+    for w in W[np.abs(W).reshape(len(W), -1).max(1) > 0]:
+        u, s, _ = np.linalg.svd(w, full_matrices=False)
+        sep.append(s[0] ** 2 / (s ** 2).sum())
+        grey.append(abs(u[:, 0].sum()) / math.sqrt(3) >= math.cos(math.radians(25)))
+    lower_median = float(np.sort(sep)[(len(sep) - 1) // 2])  # torch.median's convention
+    assert col["separability_median"] == pytest.approx(lower_median, rel=1e-4)
+    assert col["achromatic_fraction"] == pytest.approx(float(np.mean(grey)), abs=1.5 / len(grey))
     assert "median_r2" in layer["gabor"]
     from structlearn.runs.readout import run_structure
     from structlearn.runs.run import Run
@@ -226,7 +236,6 @@ threads: 1
     conv, cconv = loose["conv"], loose["color"]["conv"]  # a colour conv read-out on the held-out colour mosaics
     assert conv["channels"] == len(cconv["channel_colours"]) >= 1 and 0 < conv["coverage"] <= 1
     assert 0 < cconv["equivalence_error"] < 1 and conv["equivalence_error"] == cconv["equivalence_error"]
-    assert 0 < cconv["coherence_median"] <= 1 + 1e-6
     # the hand-off: an RGB spec whose conv stage carries the colour kernels, a module that runs on RGB
     from structlearn.export.spec import build_module
     from structlearn.runs.export import spec_from_run

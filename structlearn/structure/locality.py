@@ -123,9 +123,9 @@ def energy_radius(W: Tensor, fraction: float = 0.9) -> Tensor:
 def locality_summary(W: Tensor, tile_map: Tensor | None = None) -> dict[str, float]:
     """Scalar summary: density (of all weights), participation ratio, energy radius, tile purity
     and single-tile share (of the pixel fields)."""
-    density = float((_check(W, tile_map) != 0).float().mean()) if W.ndim == 3 else float((W != 0).float().mean())
-    W = pixel_field(W)
-    flat = _check(W, tile_map)
+    flat = _check(W, tile_map)  # (n, H*W) of the pixel fields
+    density = float((flat != 0).float().mean()) if W.ndim == 3 else float((W != 0).float().mean())  # every weight
+    W = flat.reshape(W.shape[0], *W.shape[-2:])
     alive = (flat != 0).any(1)
     out = {
         "density": density,

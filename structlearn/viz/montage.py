@@ -97,9 +97,8 @@ def filters_to_rgb(W: np.ndarray, order: np.ndarray | None = None, pad: int = 1,
     for i in range(n):
         r, c = divmod(i, cols)
         canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = W[i]
-    finite = np.isfinite(canvas[0])
     level = (np.where(np.isfinite(canvas), canvas, 0.0) + 1) / 2
-    rgba = np.concatenate([level.transpose(1, 2, 0), np.ones((*finite.shape, 1))], -1) if color \
+    rgba = np.concatenate([level.transpose(1, 2, 0), np.ones((*canvas.shape[1:], 1))], -1) if color \
         else matplotlib.colormaps[cmap](level[0])
     rgba[np.isinf(canvas[0])] = (0.25, 0.25, 0.25, 1.0)  # grey separators between units
     rgba[np.isnan(canvas[0])] = (0.82, 0.82, 0.82, 1.0)  # light lines between tiles
