@@ -336,7 +336,7 @@ def _rows(db: Path) -> list[tuple]:
 
 
 def test_two_journal_workers_share_a_study(tmp_path):
-    n = 6
+    n = 10  # enough trials that neither worker finishes them all before the other has started
     r = subprocess.run([sys.executable, "-m", "structlearn.cli", "search", str(_yaml(tmp_path, n_trials=n)),
                         "--out", str(tmp_path / "runs"), "--storage", "journal", "--workers", "2"],
                        capture_output=True, text=True, timeout=300)
@@ -357,7 +357,7 @@ def test_two_workers_share_a_postgresql_study_and_rerun_adds_nothing(postgres_ur
     command again runs no new trial."""
     import optuna
 
-    n = 6
+    n = 10  # enough trials that neither worker finishes them all before the other has started (CI saw 6 go to one)
     cmd = [sys.executable, "-m", "structlearn.cli", "search", str(_yaml(tmp_path, n_trials=n)),
            "--out", str(tmp_path / "runs"), "--storage", postgres_url, "--study-name", "pg-study", "--workers", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
