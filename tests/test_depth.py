@@ -336,7 +336,7 @@ def _rows(db: Path) -> list[tuple]:
 
 
 def test_two_journal_workers_share_a_study(tmp_path):
-    n = 10  # enough trials that neither worker finishes them all before the other has started
+    n = 6  # the workers meet at a start barrier, so both run trials
     r = subprocess.run([sys.executable, "-m", "structlearn.cli", "search", str(_yaml(tmp_path, n_trials=n)),
                         "--out", str(tmp_path / "runs"), "--storage", "journal", "--workers", "2"],
                        capture_output=True, text=True, timeout=300)
@@ -351,13 +351,31 @@ def test_two_journal_workers_share_a_study(tmp_path):
     assert len({json.dumps(t["params"], sort_keys=True) for t in s["trials"]}) == n
 
 
+def test_a_worker_whose_partner_never_starts_goes_on_after_the_start_timeout(tmp_path, monkeypatch):
+    """The start barrier of spawned workers: a worker left alone at it waits START_TIMEOUT_S,
+    says so, and runs the study to the end (no hang)."""
+    import threading
+
+    from structlearn.depth import study as st
+    from structlearn.depth.space import load_search_config
+
+    cfg = load_search_config(_yaml(tmp_path, n_trials=2))
+    st.run_search(cfg, tmp_path / "s", storage_spec="journal", n_trials=1, log=lambda m: None)
+    monkeypatch.setattr(st, "START_TIMEOUT_S", 0.3)
+    said: list[str] = []
+    t0 = time.monotonic()
+    done = st.run_worker(tmp_path / "s", "journal", "s", 2, log=said.append, start=threading.Barrier(2))
+    assert done == 1 and time.monotonic() - t0 >= 0.3
+    assert "not every worker started within 0.3 s" in said[0], said
+
+
 def test_two_workers_share_a_postgresql_study_and_rerun_adds_nothing(postgres_url, tmp_path):
     """A real PostgreSQL server (tests/conftest.py starts one): two worker processes finish
     the study with no lost or duplicated trial, the trials are in the database, and the same
     command again runs no new trial."""
     import optuna
 
-    n = 10  # enough trials that neither worker finishes them all before the other has started (CI saw 6 go to one)
+    n = 6  # the workers meet at a start barrier, so both run trials
     cmd = [sys.executable, "-m", "structlearn.cli", "search", str(_yaml(tmp_path, n_trials=n)),
            "--out", str(tmp_path / "runs"), "--storage", postgres_url, "--study-name", "pg-study", "--workers", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

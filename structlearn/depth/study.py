@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -166,15 +167,20 @@ def run_trial(trial, cfg: SearchConfig, cache: DataCache) -> float:
 
 
 # ----------------------------------------------------------------------------- workers
+START_TIMEOUT_S = 120.0  # how long spawned workers wait for each other before the first trial
+
 def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
 def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n_trials: int,
                wandb_mode: str = "disabled", index: int = 0, log: Callable[[str], None] | None = None,
-               cache: DataCache | None = None) -> int:
+               cache: DataCache | None = None, start: Any = None) -> int:
     """Run trials of the study in ``run_dir`` until ``n_trials`` have finished (or are running
-    in live workers). Returns the number of trials this worker finished."""
+    in live workers). Returns the number of trials this worker finished. ``start``: a barrier
+    (``multiprocessing`` context's ``Barrier``) the spawned workers of one ``run_search`` meet at
+    once their study is open, so that a worker slow to import does not find every trial taken
+    (a worker that never arrives breaks it after ``START_TIMEOUT_S`` and the others go on)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -185,6 +191,11 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
     me = WorkerIdentity()
     cache = cache or DataCache()
     wb = TrialRuns(run_dir, cfg, wandb_mode, study_name, log) if wandb_mode != "disabled" else None
+    if start is not None:
+        try:
+            start.wait(timeout=START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            log(f"worker {index}: not every worker started within {START_TIMEOUT_S} s; going on")
     old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
     done = 0
     bar = progress(desc=f"search {study_name} (worker {index})", total=n_trials, unit="trial")
@@ -234,18 +245,16 @@ def run_worker(run_dir: str | Path, storage_spec: str | None, study_name: str, n
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
 def _worker_entry(run_dir: str, storage_spec: str | None, study_name: str, n_trials: int, wandb_mode: str,
-                  index: int, threads: int = 0) -> None:
+                  index: int, threads: int = 0, start: Any = None) -> None:
     """Process entry point of a spawned search worker (so it sets its own torch threads)."""
     if threads:
         torch.set_num_threads(threads)
     try:
-        run_worker(run_dir, storage_spec, study_name, n_trials, wandb_mode, index)
+        run_worker(run_dir, storage_spec, study_name, n_trials, wandb_mode, index, start=start)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -376,8 +385,9 @@ def run_search(cfg: SearchConfig, run_dir: str | Path, storage_spec: str | None 
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
+        start = ctx.Barrier(workers)
         procs = [ctx.Process(target=_worker_entry, args=(str(run_dir), storage_spec, study_name, n_trials, wandb_mode, i,
-                                                                  cfg.run.threads))
+                                                                  cfg.run.threads, start))
                  for i in range(workers)]
         for p in procs:
             p.start()
