@@ -27,12 +27,15 @@ def soft_threshold(v: Tensor, t: Tensor | float) -> Tensor:
     return torch.sign(v) * torch.clamp(v.abs() - t, min=0)
 
 
-def group_soft_threshold(v: Tensor, t: Tensor | float, groups: Tensor) -> Tensor:
+def group_soft_threshold(v: Tensor, t: Tensor | float, groups: Tensor, n_groups: int | None = None) -> Tensor:
     """prox of ``t sum_g ||v_g||_2``: each group scaled by ``max(1 - t/||v_g||, 0)``.
 
-    ``v: (n, k)``; ``groups: (k,)`` long, group index of each unit (0..G-1).
+    ``v: (n, k)``; ``groups: (k,)`` long, group index of each unit (0..G-1); ``n_groups``
+    (``G``) when the caller knows it, else read from ``groups`` (a device sync on CUDA: FISTA
+    calls this every iteration, so the objective passes it).
     """
-    n_groups = int(groups.max()) + 1 if groups.numel() else 0
+    if n_groups is None:
+        n_groups = int(groups.max()) + 1 if groups.numel() else 0
     sq = torch.zeros(v.shape[0], n_groups, device=v.device, dtype=v.dtype)
     sq.index_add_(1, groups, v * v)  # (n, G) squared group norms
     norm = sq.sqrt()[:, groups]  # (n, k) norm of each unit's group

@@ -33,9 +33,11 @@ def consecutive_groups(n_units: int, group_size: int, device: torch.device | Non
     return torch.arange(n_units, device=device) // group_size
 
 
-def group_norms(z: Tensor, groups: Tensor) -> Tensor:
-    """``||z_g||_2`` per sample and group: ``(n, G)`` for ``z: (n, k)``, ``groups: (k,)``."""
-    n_groups = int(groups.max()) + 1
+def group_norms(z: Tensor, groups: Tensor, n_groups: int | None = None) -> Tensor:
+    """``||z_g||_2`` per sample and group: ``(n, G)`` for ``z: (n, k)``, ``groups: (k,)``
+    (``n_groups``: ``G`` when known, else read from ``groups``)."""
+    if n_groups is None:
+        n_groups = int(groups.max()) + 1
     sq = torch.zeros(z.shape[0], n_groups, device=z.device, dtype=z.dtype)
     return sq.index_add(1, groups, z * z).sqrt()
 
@@ -86,8 +88,8 @@ class GroupSparseCoding(SparseCoding):
 
     def penalty(self, z: Tensor) -> Tensor:
         """Per-sample ``sum_g ||z_g||_2``: (n,)."""
-        return group_norms(z, self.groups).sum(1)
+        return group_norms(z, self.groups, self.layer.n_units // self.group_size).sum(1)
 
     def prox(self) -> Prox:
-        groups = self.groups
-        return lambda v, t: group_soft_threshold(v, t, groups)
+        groups, n_groups = self.groups, self.layer.n_units // self.group_size
+        return lambda v, t: group_soft_threshold(v, t, groups, n_groups)

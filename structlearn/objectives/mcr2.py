@@ -83,9 +83,10 @@ class MCR2(GradientObjective):
     def __init__(self, layer, *, generator: torch.Generator | None = None, **params: Any) -> None:
         super().__init__(layer, generator=generator, **params)
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
-        dev = layer.weight.device
-        self.register_buffer("seed", torch.tensor(seed, dtype=torch.long, device=dev))  # saved, so resume repeats it
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=dev))
+        # saved, so resume repeats the augmentations; host tensors whatever the layer's device
+        # (each step reads them to seed its augmentations: on CUDA that read would be a sync)
+        self.register_buffer("seed", torch.tensor(seed, dtype=torch.long))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         with torch.no_grad():
             layer.apply_mask_()
             self.after_update()

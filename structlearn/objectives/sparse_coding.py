@@ -54,6 +54,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,7 +111,9 @@ class SparseCoding(Objective):
         if self.dict_update == "bcd":  # the gradient updates keep no (k, k) statistics
             self.register_buffer("A", torch.zeros(k, k, device=w.device, dtype=w.dtype))
             self.register_buffer("B", torch.zeros(k, d, device=w.device, dtype=w.dtype))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=w.device))
+        # the step and call counters live on the host whatever the layer's device: the schedule
+        # reads them every step, and reading a CUDA scalar would be a device sync
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else 0
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.long))  # re-seeding stream, saved for resume
         # the options' state, registered only when used (the default's state_dict is unchanged)
@@ -123,7 +126,7 @@ class SparseCoding(Objective):
             self.register_buffer("A_scale", torch.ones((), device=w.device, dtype=torch.float64))
         if self.lipschitz == "power":
             self.register_buffer("power_vector", torch.ones(d, device=w.device, dtype=w.dtype) / d ** 0.5)
-            self.register_buffer("power_calls", torch.zeros((), dtype=torch.long, device=w.device))
+            self.register_buffer("power_calls", torch.zeros((), dtype=torch.long))  # host, as steps
         with torch.no_grad():
             layer.apply_mask_()
             self._normalize_()
@@ -143,30 +146,45 @@ class SparseCoding(Objective):
                              "dict_update 'bcd' (the gradient updates keep no z^T z)")
 
     @torch.no_grad()
-    def lipschitz_constant(self, D: Tensor) -> Tensor:
+    def lipschitz_constant(self, D: Tensor) -> Tensor | float:
         """FISTA's ``L`` for ``D`` (times 1.0001, as always): exact, or the warm power estimate
         times ``lipschitz_margin``. Power mode: ``power_iters`` iterations from the previous
         call's vector, more (up to 4 times as many) while the Rayleigh quotient ``rho = v^T G v``
         still rises by more than 0.1% per iteration; when it has not settled (early training
         moves the top eigenvector far), 20 Lanczos steps from there; and the exact value (whose
         top eigenvector becomes the next start) every ``lipschitz_every`` calls. (Falling back
-        to the exact ``eigh`` instead cost 7.6 s per call at d = 3072, k = 8192.)"""
+        to the exact ``eigh`` instead cost 7.6 s per call at d = 3072, k = 8192.)
+
+        Host reads: the power estimate comes back as a Python float (rounded to ``D``'s dtype,
+        as the tensor it replaces), read once when the first ``power_iters`` iterations settle,
+        so FISTA's step costs no further device sync; each further iteration or Lanczos step
+        reads one more. The exact value stays a tensor (one read, in FISTA)."""
         if self.lipschitz == "exact":
             return self._exact_lipschitz(D, keep_vector=False) * 1.0001
-        calls = int(self.power_calls)
+        calls = int(self.power_calls)  # a host counter: no sync
         self.power_calls.add_(1)
         if calls % self.lipschitz_every:
-            v, last = self.power_vector, 0.0
+            tiny = torch.finfo(D.dtype).tiny
+            v, last, last_t = self.power_vector, 0.0, None
             for it in range(4 * self.power_iters):
                 w = self._gram_apply(D, v)
-                rho = float(torch.dot(v, w))  # Rayleigh quotients of power iterates never decrease
-                if it + 1 >= self.power_iters and rho - last <= 1e-3 * rho:
-                    self.power_vector.copy_(w / w.norm().clamp_min(torch.finfo(D.dtype).tiny))
-                    return torch.tensor(rho * self.lipschitz_margin * 1.0001, dtype=D.dtype, device=D.device)
-                v, last = w / w.norm().clamp_min(torch.finfo(D.dtype).tiny), rho
+                rho_t = torch.dot(v, w)  # Rayleigh quotients of power iterates never decrease
+                if it + 1 < self.power_iters:  # no stopping test yet: nothing read
+                    last_t = rho_t
+                else:
+                    if last_t is not None:  # the first test reads both quotients at once
+                        last, rho = torch.stack([last_t, rho_t]).tolist()
+                        last_t = None
+                    else:
+                        rho = float(rho_t)
+                    if rho - last <= 1e-3 * rho:
+                        self.power_vector.copy_(w / w.norm().clamp_min(tiny))
+                        return _as_dtype(rho * self.lipschitz_margin * 1.0001, D.dtype)
+                    last = rho
+                v = w / w.norm().clamp_min(tiny)
             theta, ritz = self._lanczos_top(D, v, min(LANCZOS_STEPS, D.shape[1]))
             self.power_vector.copy_(ritz)
-            return torch.tensor(theta * self.lipschitz_margin * 1.0001, dtype=D.dtype, device=D.device)
+            return _as_dtype(theta * self.lipschitz_margin * 1.0001, D.dtype)
         return self._exact_lipschitz(D) * 1.0001
 
     @torch.no_grad()
@@ -346,7 +364,8 @@ class SparseCoding(Objective):
             step = g.mul_(lr)
         elif self.dict_update == "usage":
             u = self.usage / (1 - USAGE_DECAY ** t)  # bias-corrected running mean of z_j^2
-            step = g.mul_((lr / u.clamp_min(1e-3 * float(u.mean()) + 1e-30))[:, None])
+            floor = (u.mean().double() * 1e-3 + 1e-30).to(u.dtype)  # on the device: no sync (same rounding as a float)
+            step = g.mul_((lr / u.clamp_min(floor))[:, None])
         else:  # adam
             b1, b2 = ADAM_BETAS
             self.adam_m.mul_(b1).add_(g, alpha=1 - b1)
@@ -418,3 +437,10 @@ class SparseCoding(Objective):
         if self.dict_update == "adam":
             self.adam_m[dead] = 0
             self.adam_v[dead] = 0
+
+
+def _as_dtype(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` on the host (numpy; no tensor is read), as a Python float."""
+    if dtype == torch.bfloat16:  # numpy has no bfloat16
+        return torch.tensor(value, dtype=dtype).item()
+    return float(np.array(value, dtype=torch.empty((), dtype=dtype).numpy().dtype))
