@@ -4,7 +4,8 @@ Both compute ``H = psi(N) - psi(k) + log V_d + d mean_i log rho_k(i)`` (euclidea
 on the same float64 samples. Baseline: ``scipy.spatial.cKDTree(z).query(z, k + 1,
 workers=threads)`` (the usual research-code recipe: the first neighbour is the point
 itself). Ours: :func:`structlearn.info.estimators.kl_entropy`, on the benchmark device:
-cache-sized blocks of one GEMM each, ranked in float32 and certified or re-ranked in float64,
+blocks of up to 512 query rows whose product runs in column slices of 1024 (each slice's
+group minima taken while in cache), ranked in float32 and certified or re-ranked in float64,
 then a two-level (group-minimum) selection instead of a full-row ``topk``. Samples: a random linear mixture of
 Laplace sources (non-Gaussian, correlated), so no distance ties. Second baseline (issue 11):
 faiss's exact ``IndexFlatL2`` (:func:`faiss_entropy`), what a user would pick for exact k-NN

@@ -450,7 +450,7 @@ class KNNEntropy:
     k: int = 3  # neighbour order
     metric: str = "euclidean"  # "euclidean" or "max"
     jitter: float = 1e-10  # relative tie-breaking noise (module docstring)
-    chunk_size: int | None = None  # query rows per block; None: 2**23 // N
+    chunk_size: int | None = None  # query rows per block; None: sized by neighbors.knn_distances
     dtype: torch.dtype | None = torch.float64
     generator: torch.Generator | None = field(default=None, compare=False, repr=False)
     kind = "entropy"

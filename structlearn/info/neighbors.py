@@ -14,7 +14,10 @@ Distances:
   ``|a|^2 + |b|^2 - 2 a.b`` on mean-centred data (BLAS speed; absolute error of the squared
   distance about ``1e-16 |a|^2`` in float64, negligible against the typical
   neighbour distance in 9+ dimensions). The k-NN search ranks ``|b|^2 - 2 a.b`` (one
-  ``addmm``; ``|a|^2`` is constant along a row) and takes square roots of the k winners only.
+  product; ``|a|^2`` is constant along a row) and takes square roots of the k winners only.
+  Its product runs in column slices of ``COL_BLOCK`` whose group minima (the first level of
+  :func:`smallest_k`) are taken while in cache, so its row blocks are sized by memory
+  (``min(512, 2**24 // N)`` rows of float32) rather than by the cache.
 - ``"max"``: the max-norm ``max_j |a_j - b_j|`` (``torch.cdist(p=inf)``, exact).
 
 A point is never its own neighbour: the query's own column is set to ``+inf``.
@@ -31,6 +34,9 @@ DEFAULT_MAX_ELEMENTS = 2**20
 MIN_CHUNK_ROWS = 32
 SELECT_GROUP = 64
 EXTRA_CANDIDATES = 2
+COL_BLOCK = 1024  # columns per product slice in the k-NN search (a multiple of SELECT_GROUP)
+PRODUCT_MAX_ELEMENTS = 2**24  # the k-NN product's (rows, N) float32 block: at most 64 MiB
+PRODUCT_MAX_ROWS = 512
 _DIRECT_MAX_DIM = 8
 
 
@@ -89,21 +95,57 @@ def smallest_k(dist: Tensor, k: int, group: int = SELECT_GROUP) -> tuple[Tensor,
     if n_groups <= 4 * k:
         out = torch.topk(dist, k, dim=1, largest=False, sorted=True)
         return out.values, out.indices
+    return smallest_k_of_groups(dist, group_minima(dist, group), k, group)
+
+
+def group_minima(dist: Tensor, group: int = SELECT_GROUP, out: Tensor | None = None) -> Tensor:
+    """Each row's minimum over consecutive groups of ``group`` columns (the ``N mod group``
+    leftover columns left out): ``(c, N) -> (c, N // group)``."""
+    n_groups = dist.shape[1] // group
+    return torch.amin(dist[:, : n_groups * group].unflatten(1, (n_groups, group)), 2, out=out)
+
+
+def smallest_k_of_groups(dist: Tensor, minima: Tensor, k: int, group: int = SELECT_GROUP) -> tuple[Tensor, Tensor]:
+    """:func:`smallest_k` given the group minima ``(c, N // group)`` of ``dist``
+    (:func:`group_minima`; needs ``N // group >= k``)."""
+    c, n = dist.shape
+    n_groups = minima.shape[1]
     body = dist[:, : n_groups * group].unflatten(1, (n_groups, group))  # (c, G, group), a view
-    best = torch.topk(body.amin(2), k, dim=1, largest=False).indices  # (c, k)
+    best = torch.topk(minima, k, dim=1, largest=False).indices  # (c, k)
     cand = body.gather(1, best[:, :, None].expand(c, k, group)).flatten(1)  # (c, k * group)
     cand = torch.cat([cand, dist[:, n_groups * group :]], 1)
-    offs = torch.arange(group, device=dist.device)
-    cols = (best[:, :, None] * group + offs).flatten(1)  # (c, k * group) column of each candidate
-    rest = torch.arange(n_groups * group, n, device=dist.device).expand(c, -1)
-    cols = torch.cat([cols, rest], 1)
     vals, pos = torch.topk(cand, k, dim=1, largest=False, sorted=True)
-    return vals, cols.gather(1, pos)
+    # the winners' columns: a candidate's group and offset, or a leftover column
+    in_groups = pos < k * group
+    grp = best.gather(1, (pos // group).clamp_max_(k - 1))
+    cols = torch.where(in_groups, grp * group + pos % group, pos - k * group + n_groups * group)
+    return vals, cols
 
 
 def _exact_sq(a: Tensor, zc: Tensor, idx: Tensor) -> Tensor:
     """``|a_i - z_idx[i, j]|^2`` summed directly (no cancellation): ``(c, d), (c, m) -> (c, m)``."""
     return (a[:, None, :] - zc[idx]).square_().sum(-1)
+
+
+def _scores_and_minima(lhs: Tensor, rhs: Tensor, start: int, out: Tensor, minima: Tensor) -> Tensor:
+    """``out = lhs @ rhs`` ``(c, N)`` with each query's own column (``start + i``) set to
+    ``+inf``, and its group minima (:func:`group_minima`) in ``minima``. The product runs in
+    column slices of ``COL_BLOCK`` and each slice's minima are taken while it is still in
+    cache: the separate minimum pass read the whole block back from memory (at N = 20,000,
+    d = 64, one core: product and minima 1.21 -> 0.97 s; NOTES.md section 18)."""
+    c, n = out.shape
+    for j0 in range(0, n, COL_BLOCK):
+        j1 = min(j0 + COL_BLOCK, n)
+        part = out[:, j0:j1]
+        torch.mm(lhs, rhs[:, j0:j1], out=part)
+        i0, i1 = max(j0 - start, 0), min(j1 - start, c)
+        if i1 > i0:  # the rows whose own column falls in this slice
+            rows = torch.arange(i0, i1, device=out.device)
+            part[rows, rows + (start - j0)] = math.inf
+        g0, g1 = j0 // SELECT_GROUP, min(j1 // SELECT_GROUP, minima.shape[1])
+        if g1 > g0:
+            group_minima(part[:, : (g1 - g0) * SELECT_GROUP], SELECT_GROUP, out=minima[:, g0:g1])
+    return out
 
 
 def _knn_sq_mm(zc: Tensor, k: int, step: int) -> Tensor:
@@ -128,11 +170,18 @@ def _knn_sq_mm(zc: Tensor, k: int, step: int) -> Tensor:
     if low:
         delta = 2.0 * (d + 5) * 2.0**-24 * (sq.sqrt() + sq.max().sqrt()) ** 2  # (N,)
     buf = torch.empty(min(step, n), n, device=zc.device, dtype=work.dtype)  # reused: no page faults per block
+    fused = n // SELECT_GROUP > 4 * (m if low else k)  # else smallest_k takes one topk per row
+    minima = torch.empty(min(step, n), n // SELECT_GROUP, device=zc.device, dtype=work.dtype) if fused else None
     out = []
     for s in range(0, n, step):
         a = zc[s : s + step]  # (c, d)
-        part = mask_self(torch.mm(lhs[s : s + step], rhs, out=buf[: a.shape[0]]), s)  # (c, N)
-        vals, idx = smallest_k(part, m if low else k)
+        c = a.shape[0]
+        if minima is None:
+            part = mask_self(torch.mm(lhs[s : s + step], rhs, out=buf[:c]), s)  # (c, N)
+            vals, idx = smallest_k(part, m if low else k)
+        else:
+            part = _scores_and_minima(lhs[s : s + step], rhs, s, buf[:c], minima[:c])
+            vals, idx = smallest_k_of_groups(part, minima[:c], m if low else k)
         if not low:
             out.append((vals + sq[s : s + step, None]).clamp_min_(0.0))
             continue
@@ -165,8 +214,8 @@ def knn_distances(
     zc = prepare(z, metric)
     step = chunk_rows(n, chunk_size)
     if metric == "euclidean" and z.shape[-1] > _DIRECT_MAX_DIM:
-        if chunk_size is None:  # the product's share grows with d: more rows per block amortise BLAS packing
-            step *= max(1, z.shape[-1] // 16)
+        if chunk_size is None:  # the product runs in column slices: more rows per block re-read the points less
+            step = min(PRODUCT_MAX_ROWS, max(MIN_CHUNK_ROWS, PRODUCT_MAX_ELEMENTS // n))
         return _knn_sq_mm(zc, k, step).sqrt_()
     out = [smallest_k(mask_self(pairwise_distance(zc[s : s + step], zc, metric), s), k)[0] for s in range(0, n, step)]
     return torch.cat(out, 0)
