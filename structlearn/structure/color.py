@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from structlearn.structure.conv import ConvReadout
+from structlearn.structure.conv import ConvReadout, response_error
 
 ACHROMATIC_DEGREES = 25.0  # a colour axis within this angle of grey is achromatic
 
@@ -119,7 +119,4 @@ def color_equivalence_error(filters: Tensor, readout: ConvReadout, cc: ColorConv
     out = F.conv2d(x, cc.kernels, stride=readout.stride, padding=readout.padding)  # (m, C, Ho, Wo)
     conv = out[:, readout.channel[cov], readout.out_y[cov], readout.out_x[cov]] * cc.gain[None]
     dense = x.flatten(1) @ filters[cov].to(x).flatten(1).T  # (m, n_covered)
-    den = dense.norm()
-    if float(den) == 0:
-        raise ValueError("dense(x) is zero at every covered unit; the equivalence error is undefined")
-    return (dense - conv).norm() / den
+    return response_error(dense, conv)

@@ -444,6 +444,12 @@ def equivalence_error(filters: Tensor, readout: ConvReadout, x: Tensor) -> Tenso
         raise ValueError("no unit is covered by a channel; the equivalence error is undefined")
     conv = conv_unit_responses(readout, x)  # (m, n_cov)
     dense = x.to(device=filters.device, dtype=filters.dtype).flatten(1) @ filters[readout.covered].flatten(1).T  # (m, n_cov)
+    return response_error(dense, conv)
+
+
+def response_error(dense: Tensor, conv: Tensor) -> Tensor:
+    """``||dense - conv||_F / ||dense||_F`` (0-d) for two ``(m, n_covered)`` response matrices;
+    ``ValueError`` when ``dense`` is zero (the error is undefined)."""
     den = dense.norm()
     if float(den) == 0:
         raise ValueError("dense(x) is zero at every covered unit; the equivalence error is undefined")
