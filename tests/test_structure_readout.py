@@ -243,6 +243,29 @@ def test_gabor_r2_agrees_with_the_rendered_fit_and_noise_floor():
     assert angle_diff(fit.theta, true.theta, math.pi).abs().max() < math.radians(5)
 
 
+@pytest.mark.parametrize("side", [8, 10, 12])
+def test_gabor_fit_in_blocks_equals_one_batch(monkeypatch, side):
+    """Units are fitted in blocks (cache-sized); each unit's fit depends on its filter only,
+    so blocks of 16 (an uneven split, an empty unit in one) give the one-batch fits bit for bit
+    (on one thread: blocks are multiples of 16 units so that every per-unit vector's SIMD tail
+    holds the same units as in one batch)."""
+    import structlearn.structure.gabor as gabor
+
+    g = torch.Generator().manual_seed(3)
+    f = gabor_render(gabor_params(43, seed=4), (side, side)).float() + 0.1 * torch.randn(43, side, side, generator=g)
+    f[20] = 0
+    whole = fit_gabor(f, steps=40)
+    monkeypatch.setattr(gabor, "MIN_BLOCK_UNITS", 16)
+    monkeypatch.setattr(gabor, "BLOCK_ELEMENTS", 16 * 4 * side * side)  # 16 units x 4 starts
+    calls = []
+    block_fit = gabor._fit_block
+    monkeypatch.setattr(gabor, "_fit_block", lambda f, *a: calls.append(f.shape[0]) or block_fit(f, *a))
+    blocks = fit_gabor(f, steps=40)
+    assert calls == [16, 16, 11]
+    for k, v in whole.as_dict().items():
+        assert torch.equal(v, getattr(blocks, k)), k
+
+
 @pytest.mark.slow
 def test_gabor_recovery_on_256_units_of_16x16():
     true = gabor_params(256, seed=11)
