@@ -15,8 +15,9 @@ Fit: variable projection. For fixed ``(x0, y0, theta, f, sigma_x, sigma_y)`` the
 in ``(a, b)`` with ``g = env (a cos(2 pi f x') + b sin(2 pi f x'))``; ``(a, b)`` solve a 2 x 2 least
 squares per unit, so amplitude and phase never need a start. The six non-linear parameters of
 every unit and every start are optimised together by Adam on ``SSE / ||w||^2`` (a block of
-units with all their starts in one batch; each unit's fit is independent of the others); starts come from the centre of mass (position), the FFT peak (orientation,
-frequency) and the spatial spread (width). After a fifth of the steps each unit keeps its best
+units with all their starts in one batch; each unit's fit is independent of the others); starts
+come from the centre of mass (position), the FFT peak (orientation, frequency) and the spatial
+spread (width). After a fifth of the steps each unit keeps its best
 start, and only that one is polished.
 """
 from __future__ import annotations
