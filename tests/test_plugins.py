@@ -154,6 +154,30 @@ def planted_local_layer(k=3, stride=3, per_place=8, side=12):
     return (dense, [{"weight": mask.flatten(1), "mask": mask.flatten(1)}]), (shared, [sk])
 
 
+def test_colour_specs_search_and_project_like_grayscale_ones():
+    """Colour: the spec-centred space samples RGB specs that build and take (n, 3, H, W); a
+    planted colour layer (each unit's mask on all three channels of its window) lands on the same
+    CNN point as the grayscale one, and the CNN point builds for RGB inputs."""
+    import optuna
+    import structlearn_nas
+
+    spec = make_spec((3, 16, 16), [{"type": "conv2d", "out_channels": 8, "kernel_size": [5, 5], "stride": [2, 2],
+                                    "padding": [0, 0]}, {"type": "activation", "fn": "abs"}])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(4):
+        new = structlearn_nas.suggest_spec(study.ask(structlearn_nas.distributions(spec)), spec)
+        assert new["input"] == {"channels": 3, "shape": [16, 16]}
+        assert build_module(new)(torch.randn(2, 3, 16, 16)).shape[0] == 2
+    (dense, [w]), _ = planted_local_layer(5, 2, 4, 12)
+    mask = w["mask"].reshape(-1, 1, 12, 12).expand(-1, 3, -1, -1).flatten(1)
+    colour = make_spec((3, 12, 12), [{"type": "dense", "out_features": mask.shape[0], "masked": True}])
+    point = structlearn_nas.cnn_params_from_discovery(colour, [{"weight": mask, "mask": mask}])
+    assert point == structlearn_nas.cnn_params_from_discovery(dense, [w])
+    assert (point["channels"], point["kernel"], point["stride"]) == (4, 5, 2)
+    rgb = structlearn_nas.cnn_spec(point, (3, 12, 12))
+    assert rgb["input"]["channels"] == 3 and build_module(rgb)(torch.randn(2, 3, 12, 12)).shape[1] == 4
+
+
 @pytest.mark.parametrize("k, stride, per_place", [(3, 3, 8), (5, 2, 4), (7, 4, 32)])
 def test_the_discovered_layer_lands_on_its_planted_cnn_point(k, stride, per_place):
     """A layer of per_place units on every k x k window at stride s projects to (channels, kernel,

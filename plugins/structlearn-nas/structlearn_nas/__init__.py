@@ -193,9 +193,9 @@ def cnn_distributions() -> dict[str, Any]:
     return {k: CategoricalDistribution(v) for k, v in CNN_SPACE.items()}
 
 
-def cnn_spec(params: dict[str, Any], input_shape: tuple[int, int]) -> dict[str, Any]:
+def cnn_spec(params: dict[str, Any], input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The spec of one point of :data:`CNN_SPACE` ("same" padding, pooling only where the map is
-    at least 2 x 2)."""
+    at least 2 x 2) for inputs ``(H, W)`` or ``(C, H, W)`` (colour: ``C = 3``)."""
     from structlearn.export import make_spec
 
     bad = {k: params.get(k) for k in CNN_SPACE if params.get(k) not in CNN_SPACE[k]}
@@ -206,7 +206,7 @@ def cnn_spec(params: dict[str, Any], input_shape: tuple[int, int]) -> dict[str, 
         {"type": "conv2d", "out_channels": params["channels"], "kernel_size": [k, k], "stride": [s, s],
          "padding": [k // 2, k // 2]},
         {"type": "activation", "fn": params["activation"]}]
-    side = min((n + 2 * (k // 2) - k) // s + 1 for n in input_shape)
+    side = min((n + 2 * (k // 2) - k) // s + 1 for n in tuple(input_shape)[-2:])
     if params["pool"] and side >= 2:
         stages.append({"type": "pool", "kind": "l2", "kernel_size": [2, 2], "stride": [2, 2]})
     return make_spec(tuple(input_shape), stages, {"nas": "cnn_space"})
@@ -230,7 +230,8 @@ def _bbox(support: Any) -> tuple[Any, Any, Any, Any]:
 def unit_geometry(spec: dict[str, Any], kernels: list[Any]) -> tuple[Any, Any]:
     """``(centres (n, 2), sides (n,))`` of the live units of a shared_conv or masked dense first
     stage: the centre and the longer side of each unit's receptive-field bounding box, in input
-    pixels (a shared kernel's support is its entries above 1e-6 of its largest)."""
+    pixels (a shared kernel's support is its entries above 1e-6 of its largest; a colour unit's
+    field is the pixels where any of its channels is unmasked)."""
     import torch
 
     first, p = spec["stages"][0], kernels[0]
@@ -245,7 +246,7 @@ def unit_geometry(spec: dict[str, Any], kernels: list[Any]) -> tuple[Any, Any]:
         sides = torch.maximum(r1[ch] - r0[ch] + 1, c1[ch] - c0[ch] + 1)
     else:
         h, w = spec["input"]["shape"]
-        m = (p["mask"] != 0).reshape(-1, h, w)
+        m = (p["mask"] != 0).reshape(-1, spec["input"].get("channels", 1), h, w).any(1)  # a pixel: any channel
         m = m[m.flatten(1).any(1)]
         r0, r1, c0, c1 = _bbox(m)
         centres = torch.stack([(r0 + r1) / 2, (c0 + c1) / 2], 1).float()
