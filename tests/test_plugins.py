@@ -159,6 +159,7 @@ def test_colour_specs_search_and_project_like_grayscale_ones():
     planted colour layer (each unit's mask on all three channels of its window) lands on the same
     CNN point as the grayscale one, and the CNN point builds for RGB inputs."""
     import optuna
+
     import structlearn_nas
 
     spec = make_spec((3, 16, 16), [{"type": "conv2d", "out_channels": 8, "kernel_size": [5, 5], "stride": [2, 2],
