@@ -165,7 +165,7 @@ class Trainer:
         if not self._checked:
             check_memory(self.cfg, self.device, self.dtype)  # before any allocation
             if self.data is None:
-                self.data = prepare(self.cfg.data, derive_seed(self.cfg.seed, "data"))
+                self.data = prepare(self.cfg.data, derive_seed(self.cfg.seed, "data"), self.device)
             mesh = self.mesh
             also = None if mesh is None else (lambda li, lc, obj: LayerEngine.check(mesh, obj, lc.batch_size, f"layers.{li}"))
             check_layers(self.cfg, self.data.train.shape[1], self.data.input_shape, self.dtype, also)

@@ -121,6 +121,46 @@ def test_zca_whitens_and_inverts(images):
     assert float(W[cross].abs().mean()) < 0.05 * float(W.diagonal().abs().mean())
 
 
+def test_zca_on_a_device_in_blocks_equals_the_one_piece_fit(images, monkeypatch):
+    """The device path (blocks of rows sent to ``device``: the mean, then the centred scatter;
+    whitening block by block) gives the one-piece float64 fit to rounding; run here with
+    device="cpu" and blocks of 700 rows, so the blocks and their seams are exercised."""
+    import structlearn.data.whiten as whiten
+
+    m = make_mosaics(images, (2, 2), (6, 6), 3000, torch.Generator().manual_seed(1), remove_mean="none")
+    X = m.x.reshape(3000, -1)  # float32, as prepare() has it
+    one = ZCA(X.shape[1], floor=1e-2).fit(X)
+    monkeypatch.setattr(whiten, "DEVICE_ROWS", 700)
+    blocks = ZCA(X.shape[1], floor=1e-2).fit(X, device="cpu")
+    torch.testing.assert_close(blocks.mean, one.mean, atol=1e-12, rtol=0)
+    torch.testing.assert_close(blocks.matrix, one.matrix, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(blocks(X, device="cpu"), one(X), atol=1e-5, rtol=1e-5)
+    assert blocks(X, device="cpu").dtype == torch.float32
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        ZCA(X.shape[1]).fit(X[:1], device="cpu")
+
+
+def test_prepare_whitens_on_the_accelerator_only_for_large_inputs(monkeypatch):
+    """prepare(device=cuda) sends ZCA to the device from DEVICE_MIN_DIM inputs on, and not on
+    the CPU or below it (the fit is recorded, and run on the CPU here)."""
+    import structlearn.data.prepare as prep
+    from structlearn.config import load_config
+
+    seen = []
+    fit, forward = ZCA.fit, ZCA.forward
+    monkeypatch.setattr(ZCA, "fit", lambda self, x, device=None: seen.append(("fit", device)) or fit(self, x))
+    monkeypatch.setattr(ZCA, "forward", lambda self, x, device=None: seen.append(("apply", device)) or forward(self, x))
+    cfg = load_config(None, ["data.n_train=800", "data.n_test=100"]).data  # the default mosaics
+    base = prep.prepare(cfg, 0)
+    d = base.train.shape[1]
+    for device, min_dim, want in [("cuda", d, "cuda"), ("cuda", d + 1, None), ("cpu", d, None)]:
+        seen.clear()
+        monkeypatch.setattr(prep, "DEVICE_MIN_DIM", min_dim)
+        got = prep.prepare(cfg, 0, device)
+        assert seen == [("fit", want), ("apply", want), ("apply", want)], (device, min_dim)
+        assert torch.equal(got.train, base.train)
+
+
 def test_one_over_f_filter_shape_and_flattening():
     R = one_over_f_filter((64, 64), f0=0.39 * 64)
     assert R[0, 0] == 0  # DC removed

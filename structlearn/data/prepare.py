@@ -27,7 +27,7 @@ from structlearn.data.hierarchical import hierarchical
 from structlearn.data.images import load_images
 from structlearn.data.mosaics import gaussian_clone, make_mosaics
 from structlearn.data.patches import sample_patches
-from structlearn.data.whiten import ZCA, whiten_one_over_f
+from structlearn.data.whiten import DEVICE_MIN_DIM, ZCA, whiten_one_over_f
 
 if TYPE_CHECKING:  # the config is read, never imported: data sits below config
     from structlearn.config import DataConfig
@@ -64,8 +64,10 @@ def _samples(cfg: "DataConfig", n: int, g: torch.Generator) -> Tensor:
     return a - a.mean(dim=(1, 2), keepdim=True) if cfg.remove_mean != "none" else a
 
 
-def prepare(cfg: "DataConfig", seed: int) -> Prepared:
-    """Build the data of a run (CPU, float32)."""
+def prepare(cfg: "DataConfig", seed: int, device: torch.device | str | None = None) -> Prepared:
+    """Build the data of a run (CPU, float32). ``device``: the run's accelerator; when it is not
+    the CPU and the samples have at least ``DEVICE_MIN_DIM`` values, ZCA is fitted and applied
+    there (:class:`~structlearn.data.whiten.ZCA`); the result comes back to the CPU."""
     g = torch.Generator().manual_seed(seed)
     if cfg.kind in ("hierarchical", "array"):
         x = _samples(cfg, cfg.n_train + cfg.n_test, g)
@@ -89,8 +91,9 @@ def prepare(cfg: "DataConfig", seed: int) -> Prepared:
     train, test = x[: cfg.n_train], x[cfg.n_train:]
     whitener = None
     if cfg.whitening == "zca":
-        whitener = ZCA(train.shape[1], cfg.zca_floor).fit(train)
-        train, test = whitener(train).float(), whitener(test).float()
+        on = device if device is not None and torch.device(device).type != "cpu" and train.shape[1] >= DEVICE_MIN_DIM else None
+        whitener = ZCA(train.shape[1], cfg.zca_floor).fit(train, on)
+        train, test = whitener(train, on).float(), whitener(test, on).float()
     elif cfg.whitening == "one_over_f":  # images already whitened: scale to unit pixel variance
         s = train.std()
         train, test = train / s, test / s
