@@ -3,7 +3,8 @@
 Queries are processed in blocks of ``chunk`` rows against all ``N`` reference points, so
 the largest temporary is ``(chunk, N)``; ``chunk`` defaults to ``max(32, max_elements // N)``
 (``max_elements = 2**20``: 8 MiB per float64 block, which stays in the CPU's cache; 64 MiB
-blocks made the distance product 3-4x slower at N = 20,000). The device is the input's
+blocks made the distance product 3-4x slower at N = 20,000), except in the euclidean k-NN
+search for ``d > 8``, whose product runs in cache-sized column slices (below). The device is the input's
 (CPU or CUDA).
 
 Distances:
@@ -149,8 +150,9 @@ def _scores_and_minima(lhs: Tensor, rhs: Tensor, start: int, out: Tensor, minima
 
 
 def _knn_sq_mm(zc: Tensor, k: int, step: int) -> Tensor:
-    """Squared k-NN distances ``(N, k)`` for ``d > 8``: rank ``|b|^2 - 2 a.b`` (one ``addmm``
-    per block; ``|a|^2`` is constant along a row) and sum the winners' squared differences
+    """Squared k-NN distances ``(N, k)`` for ``d > 8``: rank ``|b|^2 - 2 a.b`` (one product
+    per block, in column slices with their group minima when N is large:
+    :func:`_scores_and_minima`; ``|a|^2`` is constant along a row) and sum the winners' squared differences
     directly.
 
     Float64 input ranks in float32 (half the product's time and memory traffic) and stays

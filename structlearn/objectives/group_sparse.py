@@ -86,10 +86,15 @@ class GroupSparseCoding(SparseCoding):
         super()._check_joint(p)
         consecutive_groups(self.layer.n_units, p["group_size"])
 
+    @property
+    def n_groups(self) -> int:
+        """``G``, known without reading ``groups`` (a device sync on CUDA)."""
+        return self.layer.n_units // self.group_size
+
     def penalty(self, z: Tensor) -> Tensor:
         """Per-sample ``sum_g ||z_g||_2``: (n,)."""
-        return group_norms(z, self.groups, self.layer.n_units // self.group_size).sum(1)
+        return group_norms(z, self.groups, self.n_groups).sum(1)
 
     def prox(self) -> Prox:
-        groups, n_groups = self.groups, self.layer.n_units // self.group_size
+        groups, n_groups = self.groups, self.n_groups
         return lambda v, t: group_soft_threshold(v, t, groups, n_groups)

@@ -440,7 +440,6 @@ class SparseCoding(Objective):
 
 
 def _as_dtype(value: float, dtype: torch.dtype) -> float:
-    """``value`` rounded to ``dtype`` on the host (numpy; no tensor is read), as a Python float."""
-    if dtype == torch.bfloat16:  # numpy has no bfloat16
-        return torch.tensor(value, dtype=dtype).item()
+    """``value`` rounded to ``dtype`` (float32 or float64, the run's dtypes) on the host (numpy;
+    no tensor is read), as a Python float."""
     return float(np.array(value, dtype=torch.empty((), dtype=dtype).numpy().dtype))
