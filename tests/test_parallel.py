@@ -28,7 +28,8 @@ def test_shard_bounds_are_torch_chunk_blocks():
 def test_two_processes_match_one(tmp_path):
     """torchrun, 2 ranks, gloo: sharded FISTA equals unsharded FISTA (1e-12 float64, 1e-5
     float32), and 20 training steps of the sharded layer (usage updates, power Lipschitz
-    constant, dead-atom re-seeding across shards) give the unsharded atoms (1e-10)."""
+    constant, dead-atom re-seeding across shards) give the unsharded atoms (1e-10), with and
+    without homeostasis (whose per-atom thresholds match too)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "structlearn.testing.sharded_check", str(tmp_path)]
@@ -43,3 +44,7 @@ def test_two_processes_match_one(tmp_path):
     assert (z64 != 0).any() and (z64 == 0).any()  # a sparse solution, not a trivial one
     assert (ref["dead_per_half"] > 0).all()  # atoms were re-seeded on both shards
     torch.testing.assert_close(torch.cat([r["weight"] for r in ranks]), ref["weight"], rtol=0, atol=1e-10)
+    theta = torch.cat([r["theta_h"] for r in ranks])  # homeostasis: the thresholds' rates averaged over the shards
+    assert float(theta.abs().max()) > 0.05
+    torch.testing.assert_close(theta, ref["theta_h"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(torch.cat([r["weight_h"] for r in ranks]), ref["weight_h"], rtol=0, atol=1e-10)

@@ -85,6 +85,9 @@ class GroupSparseCoding(SparseCoding):
     def _check_joint(self, p: dict[str, Any]) -> None:
         super()._check_joint(p)
         consecutive_groups(self.layer.n_units, p["group_size"])
+        if p["homeostasis"] > 0:
+            raise ValueError(f"homeostasis={p['homeostasis']} with group sparse coding; allowed: 0 (its thresholds "
+                             "are per atom, the group penalty has one per group)")
 
     @property
     def n_groups(self) -> int:

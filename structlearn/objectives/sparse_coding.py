@@ -48,6 +48,23 @@ keep the block-coordinate path above, bit for bit:
   every ``lipschitz_every`` calls; ``2 k d`` per iteration instead of ``2 k d^2 + d^3``.
   The Rayleigh quotient is a lower bound of ``L``; the margin is what keeps the step safe
   between exact calls (tested along training: never below the exact constant).
+
+Homeostasis (``homeostasis = eta > 0``; off by default): every atom gets its own threshold
+``lam_j = lam exp(theta_j)``, so the penalty is ``sum_j lam_j |z_j|`` (FISTA's prox a per-atom
+soft threshold), and after each batch
+
+    theta_j <- clamp(theta_j + eta (f_j - p) / p,  -ln 100, ln 100)
+
+with ``f_j`` the share of the batch's samples in which atom ``j`` is non-zero and ``p`` the
+mean of ``f_j`` over the atoms: an atom that fires less often than the average gets cheaper,
+one that fires more often dearer, until all fire equally often. This is the adaptive
+threshold of SAILnet (Zylberberg, Murphy and DeWeese 2011, ``theta_j += gamma (n_j - p)``),
+in the log domain and relative to the mean rate so that it needs no target rate; the
+updates sum to zero over the atoms, so the thresholds' geometric mean stays ``lam`` (up to
+the clamp). Homeostasis is what lets every atom of a large dictionary learn (Perrinet 2010):
+without it, on whole 32 x 32 natural images most of 4096 atoms are so rarely chosen that
+they keep their random start (README, "Whole images"). ``theta`` is part of the model: codes
+(``encode``) and the reported loss use the per-atom thresholds.
 """
 from __future__ import annotations
 
@@ -58,7 +75,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from structlearn.functional.sparse import Prox, fista, lipschitz
+from structlearn.functional.sparse import Prox, fista, lipschitz, soft_threshold
 from structlearn.objectives.base import OBJECTIVES, Objective
 from structlearn.params import Interval, Options, OrNone, Param
 
@@ -69,6 +86,7 @@ DEFAULT_LR = {"sgd": 10.0, "usage": 0.03, "adam": 0.003}  # see the module docst
 LANCZOS_STEPS = 20  # when warm power iterations do not settle (lipschitz: power)
 USAGE_DECAY = 0.99  # running mean of z_j^2 for the usage step and the dead-atom check
 ADAM_BETAS = (0.9, 0.999)
+THRESHOLD_LOG_RANGE = float(np.log(100.0))  # homeostasis: no threshold drifts more than 100x from lam
 
 
 @OBJECTIVES.register("sparse_coding")
@@ -85,6 +103,7 @@ class SparseCoding(Objective):
     A_scale: Tensor  # () float64: A = A_scale * A_hat (stats: sparse)
     power_vector: Tensor  # (d,) the power iteration's warm start (lipschitz: power)
     power_calls: Tensor  # () long
+    log_threshold: Tensor  # (k,) theta_j, lam_j = lam exp(theta_j) (homeostasis > 0)
     lam = Param(0.5, Interval(float, 0, None, closed="neither"), "L1 weight lambda")
     n_iter = Param(50, Interval(int, 1, None), "FISTA iterations per training batch")
     eval_iter = Param(200, Interval(int, 1, None), "FISTA iterations for encode / evaluation")
@@ -102,7 +121,9 @@ class SparseCoding(Objective):
     power_iters = Param(2, Interval(int, 1, None), "power iterations per FISTA call (lipschitz: power)")
     lipschitz_margin = Param(1.05, Interval(float, 1, None), "factor on the power estimate (lipschitz: power)")
     lipschitz_every = Param(50, Interval(int, 1, None), "calls between exact computations (lipschitz: power)")
-    fixed_params: ClassVar[tuple[str, ...]] = ("dict_update", "stats", "lipschitz")
+    homeostasis = Param(0.0, Interval(float, 0, 1), "rate eta of the per-atom thresholds that equalise how often "
+                        "atoms fire (0: off, one lam for all atoms)")
+    fixed_params: ClassVar[tuple[str, ...]] = ("dict_update", "stats", "lipschitz", "homeostasis")
 
     def __init__(self, layer, *, generator: torch.Generator | None = None, **params: Any) -> None:
         super().__init__(layer, generator=generator, **params)
@@ -127,17 +148,25 @@ class SparseCoding(Objective):
         if self.lipschitz == "power":
             self.register_buffer("power_vector", torch.ones(d, device=w.device, dtype=w.dtype) / d ** 0.5)
             self.register_buffer("power_calls", torch.zeros((), dtype=torch.long))  # host, as steps
+        if self.homeostasis > 0:
+            self.register_buffer("log_threshold", torch.zeros(k, device=w.device, dtype=w.dtype))
         with torch.no_grad():
             layer.apply_mask_()
             self._normalize_()
 
     # penalty and its prox: group sparse coding overrides these two
     def penalty(self, z: Tensor) -> Tensor:
-        """Per-sample ``||z||_1``: (n,)."""
+        """Per-sample ``||z||_1``, or ``sum_j exp(theta_j) |z_j|`` with homeostasis: (n,)."""
+        if self.homeostasis > 0:
+            return z.abs() @ self.log_threshold.exp()
         return z.abs().sum(1)
 
     def prox(self) -> Prox | None:
-        """The prox of ``t * penalty``; ``None`` selects FISTA's built-in in-place soft threshold."""
+        """The prox of ``t * penalty``; ``None`` selects FISTA's built-in in-place soft threshold.
+        With homeostasis: the soft threshold at ``t exp(theta_j)`` for atom ``j``."""
+        if self.homeostasis > 0:
+            scale = self.log_threshold.exp()  # (k,), once per FISTA call
+            return lambda v, t: soft_threshold(v, scale * t)
         return None
 
     def _check_joint(self, p: dict[str, Any]) -> None:
@@ -280,9 +309,10 @@ class SparseCoding(Objective):
         self._normalize_()
 
     def mean_statistics(self) -> tuple[str, ...]:
+        fires = ("fires",) if self.homeostasis > 0 else ()
         if self.dict_update != "bcd":
-            return ("grad", "usage", "loss", "active_codes")
-        return ("zz", "zx", "loss", "active_codes")
+            return ("grad", "usage", "loss", "active_codes", *fires)
+        return ("zz", "zx", "loss", "active_codes", *fires)
 
     @torch.no_grad()
     def statistics(self, x: Tensor) -> dict[str, Any]:
@@ -303,6 +333,8 @@ class SparseCoding(Objective):
                                "active_codes": (z != 0).float().sum(1).mean()}
         if self.reseeds_next():
             out["_residual"] = r
+        if self.homeostasis > 0:
+            out["fires"] = (z != 0).to(x.dtype).mean(0)
         if self.dict_update != "bcd":
             out.update(grad=z.T @ r / -n, usage=(z * z).mean(0))
         elif self.stats == "sparse":
@@ -346,6 +378,8 @@ class SparseCoding(Objective):
             self.B.mul_(beta).add_(stats["zx"])
             self.steps.add_(1)
             self._bcd_()
+        if self.homeostasis > 0:
+            self._adapt_thresholds_(stats["fires"])
         if self.resample_every and int(self.steps) % self.resample_every == 0:
             self._resample_dead_(stats["_residual"])
         return {k: stats[k] for k in ("loss", "recon_rel_error", "active_codes")}
@@ -373,6 +407,18 @@ class SparseCoding(Objective):
             step = (self.adam_m / (1 - b1 ** t)).div_((self.adam_v / (1 - b2 ** t)).sqrt_().add_(1e-8)).mul_(lr)
         W.sub_(step).mul_(M)
         self._normalize_()
+
+    @torch.no_grad()
+    def _adapt_thresholds_(self, fires: Tensor) -> None:
+        """``theta_j += eta (f_j - p) / p``, clamped to ``|theta_j| <= ln 100`` (module
+        docstring); ``fires``: (k,) this batch's firing shares. On the device: no sync."""
+        p = self._atom_mean(fires)
+        step = (fires - p).div_(p.clamp_min(torch.finfo(fires.dtype).tiny)).mul_(self.homeostasis)
+        self.log_threshold.add_(step).clamp_(-THRESHOLD_LOG_RANGE, THRESHOLD_LOG_RANGE)
+
+    def _atom_mean(self, t: Tensor) -> Tensor:
+        """The mean of a per-atom tensor over every atom of the layer (a sharded layer sums its shards')."""
+        return t.mean()
 
     def atom_usage(self) -> Tensor:
         """How much each atom is used: ``A_jj`` (bcd) or the running mean of ``z_j^2``."""

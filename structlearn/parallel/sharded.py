@@ -139,7 +139,12 @@ class ShardedSparseCoding(SparseCoding):
         out = {"n": n, "grad": z.T @ r / -n, "usage": (z * z).mean(0),
                "loss": 0.5 * (r * r).sum(1).mean() + self.lam * penalty.mean(),
                "recon_rel_error": (r * r).sum() / (x * x).sum(), "active_codes": active.mean()}
+        if self.homeostasis > 0:
+            out["fires"] = (z != 0).to(x.dtype).mean(0)
         return {**out, "_residual": r} if self.reseeds_next() else out
+
+    def _atom_mean(self, t: Tensor) -> Tensor:
+        return all_reduce_(t.sum(), self.group) / self.n_units_total
 
     def _global_usage(self) -> tuple[Tensor, slice]:
         """Every atom's usage (an all-gather of the shards'), so dead atoms and their residual

@@ -7,7 +7,8 @@
 Every rank (gloo, one thread) draws the same problem from fixed seeds, then writes
 ``OUT/rank<r>.pt``: its FISTA codes (float64 and float32) for a fixed dictionary, and its atoms
 after 20 training steps of :class:`~structlearn.parallel.ShardedSparseCoding` (usage-scaled
-updates, warm power Lipschitz constant, dead-atom re-seeding). ``reference(...)`` computes the
+updates, warm power Lipschitz constant, dead-atom re-seeding), and again with homeostasis (the
+per-atom thresholds, whose rates are averaged over the shards). ``reference(...)`` computes the
 same on one process with the unsharded code, for comparison.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 N, D_IN, K, STEPS, LAM = 64, 48, 120, 20, 0.3  # K > 2 D_IN: the unsharded FISTA also goes through D
 PARAMS = {"lam": LAM, "n_iter": 40, "dict_update": "usage", "lipschitz": "power", "lipschitz_every": 5,
           "resample_every": 5, "dead_fraction": 0.8}
+HOMEOSTASIS = 0.05
 
 
 def problem() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -59,6 +61,10 @@ def reference() -> dict[str, torch.Tensor]:
         obj.train_step(xb)
     out["weight"] = obj.layer.weight.detach().clone()
     out["dead_per_half"] = dead
+    obj = SparseCoding(full_layer(), generator=torch.Generator().manual_seed(2), **PARAMS, homeostasis=HOMEOSTASIS)
+    for xb in batches:
+        obj.train_step(xb)
+    out["weight_h"], out["theta_h"] = obj.layer.weight.detach().clone(), obj.log_threshold.clone()
     return out
 
 
@@ -123,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         for xb in batches:
             obj.train_step(xb)
         res["weight"] = obj.layer.weight.detach().clone()
+        obj = ShardedSparseCoding(shard_layer(full_layer()), n_units_total=K, generator=torch.Generator().manual_seed(2),
+                                  **PARAMS, homeostasis=HOMEOSTASIS)
+        for xb in batches:
+            obj.train_step(xb)
+        res["weight_h"], res["theta_h"] = obj.layer.weight.detach().clone(), obj.log_threshold.clone()
         out.mkdir(parents=True, exist_ok=True)
         torch.save(res, out / f"rank{rank}.pt")
     finally:
