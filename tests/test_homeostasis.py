@@ -10,6 +10,7 @@ from structlearn.functional.sparse import fista, lipschitz
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.group_sparse import GroupSparseCoding
 from structlearn.objectives.sparse_coding import THRESHOLD_LOG_RANGE, SparseCoding
+from structlearn.testing.objectives import interrupted_and_resumed
 
 
 def skewed(k=32, d=16, n=4000, seed=0):
@@ -102,16 +103,7 @@ def test_homeostasis_is_opt_in_fixed_and_resumes():
         return SparseCoding(DenseLayer(8, 12, generator=torch.Generator().manual_seed(0)).double(), lam=0.1,
                             homeostasis=0.1, resample_every=4)
 
-    a = build()
-    for xb in batches:
-        a.train_step(xb)
-    b = build()
-    for xb in batches[:5]:
-        b.train_step(xb)
-    c = build()
-    c.load_state_dict(b.state_dict())
-    for xb in batches[5:]:
-        c.train_step(xb)
+    a, c = interrupted_and_resumed(build, batches, 5)
     assert torch.equal(a.layer.weight, c.layer.weight) and torch.equal(a.log_threshold, c.log_threshold)
     assert float(a.log_threshold.abs().max()) > 0
     with pytest.raises(ValueError, match="homeostasis is fixed"):

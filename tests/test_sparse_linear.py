@@ -7,6 +7,7 @@ from structlearn.functional.sparse import lipschitz
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.group_sparse import GroupSparseCoding
 from structlearn.objectives.sparse_coding import DICT_UPDATES, SparseCoding
+from structlearn.testing.objectives import interrupted_and_resumed
 
 
 def planted(k=24, d=32, n=6000, seed=0, dtype=torch.float32):
@@ -133,16 +134,7 @@ def test_adam_training_resumes_bit_identically():
         return SparseCoding(DenseLayer(12, 16, generator=torch.Generator().manual_seed(0)), dict_update="adam",
                             lipschitz="power", lipschitz_every=4, resample_every=5)
 
-    a = build()
-    for xb in batches:
-        a.train_step(xb)
-    b = build()
-    for xb in batches[:9]:
-        b.train_step(xb)
-    c = build()
-    c.load_state_dict(b.state_dict())
-    for xb in batches[9:]:
-        c.train_step(xb)
+    a, c = interrupted_and_resumed(build, batches, 9)
     assert torch.equal(a.layer.weight, c.layer.weight)
 
 

@@ -127,6 +127,23 @@ def check_split(name: str) -> None:
         torch.testing.assert_close((h1[k] + h2[k]) / 2, full[k], rtol=1e-9, atol=1e-12, msg=f"statistic {k!r}")
 
 
+def interrupted_and_resumed(make: Callable[[], Objective], batches: list[torch.Tensor],
+                            stop: int) -> tuple[Objective, Objective]:
+    """``make()`` trained on every batch, and a second ``make()`` trained on the first ``stop``,
+    its state dict loaded into a third that trains on the rest: (uninterrupted, resumed)."""
+    whole = make()
+    for xb in batches:
+        whole.train_step(xb)
+    first = make()
+    for xb in batches[:stop]:
+        first.train_step(xb)
+    resumed = make()
+    resumed.load_state_dict(first.state_dict())
+    for xb in batches[stop:]:
+        resumed.train_step(xb)
+    return whole, resumed
+
+
 def check_gradients(name: str) -> None:
     """Gradient objectives own ``self.optimizer`` and their loss reaches every trainable parameter."""
     obj = build(name)
