@@ -9,10 +9,11 @@ For each run: the radius (:func:`structlearn.structure.locality.energy_radius`, 
 the image side) of the final (pruned) units, its quantiles and the share of units below a
 quarter of the side, over all units and over the quartile of units the sparse code uses most
 (``A_jj``, the running mean of ``z_j^2`` of the block-coordinate update, read from the
-checkpoint; with a gradient update its running usage). Units that the code hardly uses keep
-their random start for a long time on 4096 atoms, and pruning a random field leaves a random
-field, so the two numbers say different things: how far training has gone, and what the
-units that it has shaped look like. Montages: the 144 most used units of each run.
+checkpoint; with a gradient update its running usage). On 4096 atoms many units are still
+converging after a 2-core machine's hour (an edge speckled with what the update has not yet
+averaged away), and pruning a speckled field keeps it spread, so the two numbers say different
+things: how far training has gone, and what the units that it has shaped look like. Montages:
+the 144 most used units of each run.
 """
 from __future__ import annotations
 
