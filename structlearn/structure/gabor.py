@@ -33,7 +33,9 @@ from structlearn.structure.receptive_fields import check_filters, receptive_fiel
 __all__ = ["GaborFit", "fit_gabor", "gabor_render", "gabor_pairs", "gabor_summary"]
 
 BLOCK_ELEMENTS = 2**18  # (starts x units, pixels) entries per fitted block
-MIN_BLOCK_UNITS = 32  # blocks are multiples of it: a per-unit vector's SIMD tail is the same elements as in one batch
+# blocks are multiples of MIN_BLOCK_UNITS: ATen's vectorised loops step by two vectors (32 floats
+# with AVX-512) and leave a scalar tail that rounds differently, so each unit stays on its side
+MIN_BLOCK_UNITS = 32
 
 
 @dataclass(frozen=True)
