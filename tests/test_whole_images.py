@@ -1,0 +1,42 @@
+"""``experiments/whole_images.py`` on tiny runs of the shipped ``experiments/whole_images.yaml``
+(8 x 8 crops, 128 units, 40 steps): the natural run against its Gaussian clone, the table's
+numbers recomputed from the runs, and the arguments' order checked."""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from structlearn.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SHRINK = ["--set", "data.patch=[8,8]", "--set", "data.n_train=2000", "--set", "data.n_test=200",
+          "--set", "layers.0.n_units=128", "--set", "layers.0.steps=40", "--set", "layers.0.batch_size=64",
+          "--set", "layers.0.prune.finetune_steps=10", "--set", "eval_every=40", "--set", "checkpoint_every=20"]
+
+
+def test_whole_images_report_on_tiny_runs(tmp_path, capsys):
+    runs = {}
+    for name, extra in (("natural", []), ("clone", ["--set", "data.gaussian_clone=true"])):
+        out = tmp_path / name
+        assert cli(["discover", str(ROOT / "experiments" / "whole_images.yaml"), *SHRINK, *extra, "--out", str(out),
+                    "--no-progress", "--no-html", "--no-readout"]) == 0
+        (runs[name],) = out.iterdir()
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import whole_images
+    finally:
+        sys.path.pop(0)
+    from structlearn.runs.run import Run
+
+    assert whole_images.main([str(runs["natural"]), str(runs["clone"])]) == 0
+    text = (runs["natural"] / "whole_images.md").read_text()
+    a, b = whole_images.describe(Run(runs["natural"])), whole_images.describe(Run(runs["clone"]))
+    for group in ("all", "most used quartile"):
+        ratio = float(re.search(rf"\| {group} \| natural / clone \| \| \*\*([0-9.]+)\*\*", text).group(1))
+        assert ratio == pytest.approx(a[group]["median"] / b[group]["median"], abs=0.006)
+    assert a["units"] == b["units"] == 128 and a["all"]["n"] == 128 and a["most used quartile"]["n"] >= 32
+    assert abs(a["density"] - 0.1) < 0.02 and abs(b["density"] - a["density"]) < 1e-9  # the same 10% by construction
+    assert (runs["natural"] / "filters_most_used.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="natural run first"):
+        whole_images.main([str(runs["clone"]), str(runs["natural"])])
