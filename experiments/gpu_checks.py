@@ -6,8 +6,8 @@
 
 1. **Host reads per training step**: a sparse-coding step on the device, for the default
    block-coordinate update, its sparse statistics with the power Lipschitz constant, the usage
-   update and homeostasis. Counted two ways: every tensor-to-host conversion
-   (``__float__/__int__/__bool__/__index__/item/tolist``, as the test
+   update and homeostasis. Counted two ways: every tensor-to-host conversion but the host-side
+   step counters (:mod:`structlearn.testing.host_reads`, as the test
    ``test_a_training_step_reads_the_device_a_fixed_few_times`` counts them), and on CUDA every
    synchronising call that ``torch.cuda.set_sync_debug_mode("warn")`` reports (which also sees
    implicit ones: a boolean-mask index, ``nonzero``, ``to_sparse``). The counts must not grow with
@@ -35,7 +35,6 @@ from typing import Any, Iterator
 
 import torch
 
-CONVERSIONS = ("__float__", "__int__", "__bool__", "__index__", "item", "tolist")
 CONFIGS = {
     "bcd, exact L (default)": {},
     "bcd, sparse stats, power L": {"stats": "sparse", "lipschitz": "power"},
@@ -45,39 +44,27 @@ CONFIGS = {
 
 
 @contextlib.contextmanager
-def counting_reads(device: torch.device) -> Iterator[dict[str, int]]:
-    """Counts tensor-to-host conversions and (CUDA) the syncs the sync debug mode warns about."""
+def counting_syncs(device: torch.device) -> Iterator[dict[str, int]]:
+    """On CUDA, every sync that ``torch.cuda.set_sync_debug_mode("warn")`` warns about inside
+    (the conversions are counted by :func:`structlearn.testing.host_reads.counting_reads`)."""
     counts = {"conversions": 0, "cuda_syncs": 0}
-    originals = {name: getattr(torch.Tensor, name) for name in CONVERSIONS}
-
-    def wrap(fn):
-        def counted(self, *a, **kw):
-            counts["conversions"] += 1
-            return fn(self, *a, **kw)
-        return counted
-
-    for name, fn in originals.items():
-        setattr(torch.Tensor, name, wrap(fn))
     cuda = device.type == "cuda"
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if cuda:
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield counts
+        finally:
             if cuda:
-                torch.cuda.set_sync_debug_mode("warn")
-            try:
-                yield counts
-            finally:
-                if cuda:
-                    torch.cuda.set_sync_debug_mode("default")
-        counts["cuda_syncs"] = sum("synchroniz" in str(w.message) for w in caught)
-    finally:
-        for name, fn in originals.items():
-            setattr(torch.Tensor, name, fn)
+                torch.cuda.set_sync_debug_mode("default")
+    counts["cuda_syncs"] = sum("synchroniz" in str(w.message) for w in caught)
 
 
 def host_reads(device: torch.device, quick: bool) -> dict[str, Any]:
     from structlearn.models.dense import DenseLayer
     from structlearn.objectives.sparse_coding import SparseCoding
+    from structlearn.testing.host_reads import counting_reads, host_counters
 
     n, d, k = (32, 16, 48) if quick else (256, 576, 2304)
     g = torch.Generator().manual_seed(0)
@@ -90,9 +77,9 @@ def host_reads(device: torch.device, quick: bool) -> dict[str, Any]:
             obj = SparseCoding(layer, lam=0.5, n_iter=n_iter, resample_every=0, **params)
             for _ in range(3):  # past the first steps' exact Lipschitz constant and warm-up
                 obj.train_step(x)
-            with counting_reads(device) as c:
+            with counting_syncs(device) as c, counting_reads(skip=host_counters(obj)) as reads:
                 obj.train_step(x)
-            row[f"n_iter={n_iter}"] = dict(c)
+            row[f"n_iter={n_iter}"] = {**c, "conversions": len(reads)}
         out[name] = row
     return out
 

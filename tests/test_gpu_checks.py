@@ -1,7 +1,7 @@
 """``experiments/gpu_checks.py`` (the accelerator checks of issue 11, run on a GPU when one is
 lent) runs its own code on the CPU at tiny sizes: the block-wise ZCA it compares on the device
 equals the one-piece fit, a training step reads the host a fixed few times whatever FISTA's
-iteration count, and the epoch loop visits every full batch."""
+iteration count (the host-side counters skipped, as in the hot-path test), and the epoch loop visits every full batch."""
 import json
 import math
 import sys
@@ -23,9 +23,9 @@ def test_gpu_checks_run_on_the_cpu(tmp_path):
     for name in gpu_checks.CONFIGS:
         row = res["host_reads"][name]
         counts = [row[f"n_iter={i}"]["conversions"] for i in (10, 40)]
-        assert max(counts) <= 6, (name, counts)  # not one per FISTA iteration (10 or 40)
+        assert max(counts) <= 4, (name, counts)  # not one per FISTA iteration (10 or 40)
         assert all(row[k]["cuda_syncs"] == 0 for k in row)  # no CUDA here
     exact = res["host_reads"]["bcd, exact L (default)"]
-    assert exact["n_iter=10"] == exact["n_iter=40"]
+    assert exact["n_iter=10"]["conversions"] == exact["n_iter=40"]["conversions"] == 2  # FISTA's step, the live atoms
     assert res["epoch"]["steps"] == 2000 // 256
     assert math.isfinite(res["epoch"]["held loss (finite)"])
