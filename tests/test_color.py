@@ -240,7 +240,7 @@ threads: 1
     from structlearn.export.spec import build_module
     from structlearn.runs.export import spec_from_run
 
-    spec, kernels = spec_from_run(Run(run), conv_kwargs={"threshold": 0.6})
+    spec, kernels = spec_from_run(Run(run), conv_kwargs={"threshold": 0.6}, sharing="strict")
     assert spec["input"] == {"channels": 3, "shape": [12, 12]} and spec["stages"][0]["type"] == "conv2d"
     K = kernels[0]
     assert K.shape == (conv["channels"], 3, conv["kernel_size"], conv["kernel_size"])
@@ -250,6 +250,19 @@ threads: 1
     x = Run(run).data.test[:20].reshape(-1, 3, 12, 12)
     torch.testing.assert_close(module(x), torch.nn.functional.conv2d(x, K, stride=tuple(conv["stride"]),
                                                                      padding=tuple(conv["padding"])))
+    # the default hand-off: every unit as one of C colour kernels (C, 3, k, k), fitted to the whole
+    # colour fields; the module's responses are W_hat x, as far from the dense W x on held-out
+    # colour mosaics as the stage's recorded response error says
+    spec, kernels = spec_from_run(Run(run))
+    st = spec["stages"][0]
+    sh = structure["layers"][0]["sharing"]
+    assert st["type"] == "shared_conv" and st["units"] == 96 and st["evidence"]["coverage"] == 1.0
+    assert kernels[0]["kernels"].shape == (sh["channels"], 3, sh["kernel_size"], sh["kernel_size"])
+    x = Run(run).data.test[:300].double().reshape(-1, 3, 12, 12)
+    dense = x.flatten(1) @ Run(run).weights(0).double().T
+    got = build_module(spec, kernels).double()(x).detach()
+    assert float((got - dense).norm() / dense.norm()) == pytest.approx(st["evidence"]["response_error"], rel=1e-5)
+    assert 0 < sh["weight_error"] < 1 and 0 < sh["response_error"] < 1
     from skimage.io import imread
     png = imread(run / "filters_after_prune.png")
     assert png.ndim == 3 and np.ptp(png[..., 0].astype(int) - png[..., 2].astype(int)) > 0  # not grey

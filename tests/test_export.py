@@ -161,6 +161,30 @@ def test_onnx_and_torch_export_of_a_discovered_network(tmp_path):
     torch.testing.assert_close(ep.module()(x), net(x))
 
 
+@pytest.mark.parametrize("c, n", [(2, 300), (40, 40)], ids=["convolution", "windows"])
+def test_onnx_of_an_rgb_shared_conv_stage(tmp_path, c, n):
+    """A shared_conv stage on RGB input (colour kernels (C, 3, k, k)) exports to ONNX in both of
+    SharedConv's forms; onnxruntime matches PyTorch to 1e-5 at two batch sizes."""
+    import onnxruntime as ort
+
+    from structlearn.export.onnx import write_onnx
+
+    g = torch.Generator().manual_seed(c)
+    k = 5
+    sk = {"kernels": torch.randn(c, 3, k, k, generator=g), "channel": torch.randint(c, (n,), generator=g),
+          "top": torch.randint(-(k - 1), 12, (n,), generator=g), "left": torch.randint(-(k - 1), 12, (n,), generator=g),
+          "gain": torch.rand(n, generator=g)}
+    spec = make_spec((3, 12, 12), [{"type": "shared_conv", "out_channels": c, "kernel_size": [k, k], "units": n},
+                                   {"type": "activation", "fn": "abs"}])
+    net = build_module(spec, [sk]).eval()
+    assert net[0].use_windows == (c == 40)
+    write_onnx(spec, tmp_path / "rgb.onnx", [sk])
+    sess = ort.InferenceSession(str(tmp_path / "rgb.onnx"))
+    for b in (1, 6):
+        x = torch.randn(b, 3, 12, 12, generator=g)
+        np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], net(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_discovered_net_follows_timms_model_interface(tmp_path):
     """A timm-style check of the exported classifier (timm itself needs torchvision, which does
     not install beside this torch build): output shape, no NaN, every parameter gets a gradient,
@@ -194,11 +218,13 @@ def test_discovered_net_follows_timms_model_interface(tmp_path):
         create(num_classes=-1)
 
 
-@pytest.mark.parametrize("c, n", [(3, 40), (40, 40)], ids=["shared", "one_kernel_per_unit"])
-def test_shared_conv_window_form_equals_the_convolution(c, n):
+@pytest.mark.parametrize("c, n, c_in", [(3, 40, 1), (40, 40, 1), (3, 40, 3), (40, 40, 3)],
+                         ids=["shared", "one_kernel_per_unit", "shared_rgb", "one_kernel_per_unit_rgb"])
+def test_shared_conv_window_form_equals_the_convolution(c, n, c_in):
     """SharedConv's two forms (convolution + gather, and per-unit k x k windows) give the same
     outputs and the same gradients in float64, with empty units and windows that hang over the
-    image border; the layer picks the window form when the convolution would waste cells."""
+    image border, on one input channel and on RGB (kernels ``(C, 3, k, k)``); the layer picks the
+    window form when the convolution would waste cells."""
     from structlearn.export.spec import SharedConv
 
     g = torch.Generator().manual_seed(0)
@@ -207,10 +233,11 @@ def test_shared_conv_window_form_equals_the_convolution(c, n):
     channel[[3, 17]] = -1  # empty units
     top = torch.randint(-(k - 1), h, (n,), generator=g)
     left = torch.randint(-(k - 1), w, (n,), generator=g)
-    layer = SharedConv(torch.randn(c, k, k, generator=g, dtype=torch.float64), channel, top, left,
+    shape = (c, k, k) if c_in == 1 else (c, c_in, k, k)
+    layer = SharedConv(torch.randn(*shape, generator=g, dtype=torch.float64), channel, top, left,
                        torch.rand(n, generator=g, dtype=torch.float64) + 0.5, (h, w))
     assert layer.use_windows == (c * (h + k - 1) * (w + k - 1) > 4 * n)
-    x = torch.randn(6, 1, h, w, generator=g, dtype=torch.float64)
+    x = torch.randn(6, c_in, h, w, generator=g, dtype=torch.float64)
     outs, grads = [], []
     for windows in (False, True):
         layer.use_windows = windows
@@ -224,10 +251,10 @@ def test_shared_conv_window_form_equals_the_convolution(c, n):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert outs[0][:, [3, 17]].abs().max() == 0 and grads[0][1][[3, 17]].abs().max() == 0  # empty stays empty
     # the reference: every unit as an explicit dot product with its zero-padded window
-    xp = torch.nn.functional.pad(x[:, 0], (k - 1,) * 4)
+    xp = torch.nn.functional.pad(x, (k - 1,) * 4)
     i = 5
-    ref = (xp[:, top[i] + k - 1: top[i] + 2 * k - 1, left[i] + k - 1: left[i] + 2 * k - 1]
-           * layer.conv.weight[channel[i], 0]).sum((1, 2)) * layer.gain[i]
+    ref = (xp[:, :, top[i] + k - 1: top[i] + 2 * k - 1, left[i] + k - 1: left[i] + 2 * k - 1]
+           * layer.conv.weight[channel[i]]).sum((1, 2, 3)) * layer.gain[i]
     torch.testing.assert_close(outs[1][:, i], ref.detach(), rtol=1e-12, atol=1e-12)
 
 

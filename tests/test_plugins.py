@@ -177,6 +177,15 @@ def test_colour_specs_search_and_project_like_grayscale_ones():
     assert (point["channels"], point["kernel"], point["stride"]) == (4, 5, 2)
     rgb = structlearn_nas.cnn_spec(point, (3, 12, 12))
     assert rgb["input"]["channels"] == 3 and build_module(rgb)(torch.randn(2, 3, 12, 12)).shape[1] == 4
+    # the same lattice as a shared_conv stage on RGB, colour kernels (C, 3, k, k) with one channel
+    # zero: the same point, and the module runs on (n, 3, H, W)
+    _, (shared, [sk]) = planted_local_layer(5, 2, 4, 12)
+    ck = torch.zeros(4, 3, 5, 5)
+    ck[:, 1:] = sk["kernels"][:, None]
+    rgb_shared = make_spec((3, 12, 12), [dict(shared["stages"][0])])
+    colour_sk = {**sk, "kernels": ck}
+    assert structlearn_nas.cnn_params_from_discovery(rgb_shared, [colour_sk]) == point
+    assert build_module(rgb_shared, [colour_sk])(torch.randn(2, 3, 12, 12)).shape == (2, sk["channel"].shape[0])
 
 
 @pytest.mark.parametrize("k, stride, per_place", [(3, 3, 8), (5, 2, 4), (7, 4, 32)])

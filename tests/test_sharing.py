@@ -105,3 +105,50 @@ def test_a_curve_without_a_knee_says_so():
     assert curve["weight_error"][i] <= 0.5 < curve["weight_error"][i - 1]
     assert convex_knee([1, 2, 4, 8, 16], [1.0, 0.8, 0.6, 0.4, 0.2]) is None  # straight in log C
     assert convex_knee([1, 2, 4, 8, 16], [1.0, 0.9, 0.1, 0.08, 0.05]) == 2
+
+
+def planted_colour(C: int, k: int, size: int, n: int, noise: float, seed: int):
+    """As :func:`planted`, with colour kernels ``(C, 3, k, k)`` whose channels are independent
+    random fields (not colour (x) space: no single colour axis explains them)."""
+    g = torch.Generator().manual_seed(seed)
+    K = torch.randn(C, 3, k, k, generator=g, dtype=torch.float64)
+    K = K / K.flatten(1).norm(dim=1)[:, None, None, None]
+    chan = torch.randint(C, (n,), generator=g)
+    r = torch.randint(size - k + 1, (n,), generator=g)
+    q = torch.randint(size - k + 1, (n,), generator=g)
+    gain = (0.5 + 1.5 * torch.rand(n, generator=g, dtype=torch.float64)) * torch.where(
+        torch.rand(n, generator=g) < 0.5, -1.0, 1.0).double()
+    f = torch.zeros(n, 3, size, size, dtype=torch.float64)
+    for i in range(n):
+        patch = K[chan[i]] + noise * torch.randn(3, k, k, generator=g, dtype=torch.float64) / (k * 3 ** 0.5)
+        f[i, :, r[i]:r[i] + k, q[i]:q[i] + k] = gain[i] * patch
+    return f, K, chan
+
+
+def test_colour_units_share_colour_kernels():
+    """Colour units ``(n, 3, H, W)`` built from 4 planted colour kernels ``(3, k, k)`` (channels
+    unrelated, so the dominant-colour split cannot explain them): the knee is at 4, the kernels
+    come back ``(4, 3, k, k)``, every unit on its own, and the colour convolution equals the dense
+    reconstruction on RGB inputs; fields of one channel ``(n, 1, H, W)`` give exactly the
+    grayscale fit."""
+    f, K, chan = planted_colour(C=4, k=5, size=14, n=160, noise=0.05, seed=4)
+    fit, curve = fit_shared_kernels(f)
+    assert curve["knee_C"] == 4 and fit.kernels.shape == (4, 3, 5, 5) and fit.in_channels == 3
+    cos = (fit.kernels.flatten(1) @ K.flatten(1).T).abs()
+    perm = cos.argmax(1)
+    assert bool((cos.max(1).values > 0.995).all()) and sorted(perm.tolist()) == [0, 1, 2, 3]
+    assert torch.equal(perm[fit.channel], chan)
+    assert fit.weight_error < 0.06 and fit.dense().shape == f.shape
+    assert fit.weight_error == pytest.approx(float((f - fit.dense()).norm() / f.norm()), rel=1e-12)
+    x = torch.randn(30, 3, 14, 14, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    torch.testing.assert_close(fit.conv_responses(x), x.flatten(1) @ fit.dense().flatten(1).T, rtol=1e-10, atol=1e-10)
+    assert float(unit_error(f, fit).max()) < 0.1
+    # a colour field with one channel is the grayscale fit: the same kernels and placements
+    grey, _ = fit_shared_kernels(f[:, :1], kernel_size=5, channels=4)
+    plain, _ = fit_shared_kernels(f[:, 0], kernel_size=5, channels=4)
+    torch.testing.assert_close(grey.kernels[:, 0], plain.kernels, rtol=0, atol=0)
+    assert torch.equal(grey.channel, plain.channel) and grey.weight_error == plain.weight_error
+    with pytest.raises(ValueError, match=r"\(n_units, H, W\) or, for colour units, \(n_units, c, H, W\); got \(2, 3, 1, 4, 4\)"):
+        sharing_curve(torch.ones(2, 3, 1, 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        sharing_curve(torch.full((2, 3, 4, 4), float("nan"), dtype=torch.float64))

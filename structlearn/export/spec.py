@@ -75,18 +75,19 @@ class GroupL2(nn.Module):
 
 class SharedConv(nn.Module):
     """A dense layer as shared kernels (:mod:`structlearn.structure.sharing`): a
-    ``Conv2d(1, C, k, padding=k-1)`` then, per unit ``i``, the output cell ``(c_i, r_i + k - 1,
-    q_i + k - 1)`` times a gain ``a_i``: ``(b, 1, H, W) -> (b, n)``. Kernels and gains are
-    parameters (trainable); which cell each unit reads is a fixed buffer. Units without a kernel
-    (empty) give 0, also under training (a ``live`` mask multiplies the gains).
+    ``Conv2d(c, C, k, padding=k-1)`` (kernels ``(C, k, k)`` for ``c = 1``, ``(C, c, k, k)`` for
+    colour) then, per unit ``i``, the output cell ``(c_i, r_i + k - 1, q_i + k - 1)`` times a gain
+    ``a_i``: ``(b, c, H, W) -> (b, n)``. Kernels and gains are parameters (trainable); which cell
+    each unit reads is a fixed buffer. Units without a kernel (empty) give 0, also under training
+    (a ``live`` mask multiplies the gains).
 
-    Two exact forms of the same map: the convolution above, or the dense ``(n, H W)`` matrix whose
-    row ``i`` holds unit ``i``'s kernel at the ``k x k`` window it reads (``x_pad[top_i + a,
-    left_i + b]``, ``x_pad`` the input zero-padded by ``k - 1``, cropped to the image), rebuilt
-    from the kernels at every call (a scatter, so gradients reach the kernels) and applied as one
-    GEMM. The window form costs ``n H W`` per image against ``C Ho Wo k^2``; it is used when the
-    convolution would compute more than 4 times as many cells as there are units (layers
-    without weight sharing, where C is close to n)."""
+    Two exact forms of the same map: the convolution above, or the dense ``(n, c H W)`` matrix
+    whose row ``i`` holds unit ``i``'s kernel at the ``k x k`` window it reads (``x_pad[:, top_i +
+    a, left_i + b]``, ``x_pad`` the input zero-padded by ``k - 1``, cropped to the image; every
+    input channel at the same window), rebuilt from the kernels at every call (a scatter, so
+    gradients reach the kernels) and applied as one GEMM. The window form costs ``n c H W`` per
+    image against ``C Ho Wo c k^2``; it is used when the convolution would compute more than 4
+    times as many cells as there are units (layers without weight sharing, where C is close to n)."""
 
     index: Tensor
     unit_channel: Tensor
@@ -96,12 +97,13 @@ class SharedConv(nn.Module):
     def __init__(self, kernels: Tensor, channel: Tensor, top: Tensor, left: Tensor, gain: Tensor,
                  input_shape: tuple[int, int]) -> None:
         super().__init__()
-        c, k, _ = kernels.shape
+        kern = kernels if kernels.ndim == 4 else kernels[:, None]  # (C, c_in, k, k)
+        c, c_in, k, _ = kern.shape
         h, w = input_shape
         self.k, self.input_shape = k, (h, w)
-        self.conv = nn.Conv2d(1, c, k, padding=k - 1, bias=False, dtype=kernels.dtype)
+        self.conv = nn.Conv2d(c_in, c, k, padding=k - 1, bias=False, dtype=kernels.dtype)
         with torch.no_grad():
-            self.conv.weight.copy_(kernels[:, None])
+            self.conv.weight.copy_(kern)
         ho, wo = h + k - 1, w + k - 1
         live = channel >= 0
         r = (top + k - 1).clamp(0, ho - 1)
@@ -123,10 +125,11 @@ class SharedConv(nn.Module):
             y = self.conv(x).flatten(1)  # (b, C Ho Wo)
             return y.index_select(1, self.index) * (self.gain * self.live)
         p, (h, w) = self.k - 1, self.input_shape
-        n = self.window.shape[0]
-        kern = self.conv.weight.flatten(1).index_select(0, self.unit_channel)  # (n, k*k)
-        full = kern.new_zeros(n, (h + 2 * p) * (w + 2 * p)).scatter(1, self.window, kern)  # (n, Hp Wp)
-        weight = full.view(n, h + 2 * p, w + 2 * p)[:, p:p + h, p:p + w].reshape(n, h * w)
+        n, c_in = self.window.shape[0], self.conv.in_channels
+        kern = self.conv.weight.flatten(2).index_select(0, self.unit_channel)  # (n, c_in, k*k)
+        full = kern.new_zeros(n, c_in, (h + 2 * p) * (w + 2 * p)).scatter(
+            2, self.window[:, None].expand(n, c_in, -1), kern)  # (n, c_in, Hp Wp)
+        weight = full.view(n, c_in, h + 2 * p, w + 2 * p)[:, :, p:p + h, p:p + w].reshape(n, c_in * h * w)
         return nn.functional.linear(x.flatten(1), weight) * (self.gain * self.live)
 
 
@@ -264,6 +267,7 @@ def build_module(spec: dict[str, Any], kernels: list[Any] | None = None, num_cla
     (one ``(C, k, k)`` per conv stage, in order) when given, else PyTorch's default init; redu
     stages take their ``(1 + J, C, C, K, K)`` kernels from the same list (required); a
     shared_conv stage takes a dict ``{"kernels": (C, k, k), "channel", "top", "left", "gain": (n,)}``
+    (kernels ``(C, c, k, k)`` on ``c > 1`` input channels)
     (required: which cell each unit reads is part of the discovered structure); a masked dense
     stage takes ``{"weight": (out, in), "mask": (out, in)}``. ``num_classes`` (or the spec's
     ``head.num_classes``) appends a classifier ``Linear(features, num_classes)`` with bias. Inputs
@@ -294,13 +298,13 @@ def build_module(spec: dict[str, Any], kernels: list[Any] | None = None, num_cla
             w_ = (shape[2] + 2 * st["padding"][1] - st["kernel_size"][1]) // st["stride"][1] + 1
             shape = (st["out_channels"], h, w_)
         elif t == "shared_conv":
-            if len(shape) != 3 or shape[0] != 1:
-                raise ValueError(f"stages.{i}: shared_conv reads a one-channel image; got input {shape}")
+            if len(shape) != 3:
+                raise ValueError(f"stages.{i}: shared_conv after a dense stage is not supported")
             if kernels is None or conv_i >= len(kernels) or not isinstance(kernels[conv_i], dict):
                 raise ValueError(f"stages.{i}: a shared_conv stage needs its kernels and unit placements "
                                  "({'kernels', 'channel', 'top', 'left', 'gain'}: structure_kernels.pt 'shared')")
             p = kernels[conv_i]
-            want = (st["out_channels"], *st["kernel_size"])
+            want = (st["out_channels"], *((shape[0],) if shape[0] > 1 else ()), *st["kernel_size"])
             if tuple(p["kernels"].shape) != want or p["channel"].shape != (st["units"],):
                 raise ValueError(f"stages.{i}: kernels {tuple(p['kernels'].shape)} / units {tuple(p['channel'].shape)} "
                                  f"do not match {want} / ({st['units']},)")

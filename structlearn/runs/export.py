@@ -4,9 +4,9 @@ The first layer becomes, with ``sharing="full"`` (the default), a shared_conv st
 as one of the read-out's shared kernels with its own gain and position (full coverage,
 :mod:`structlearn.structure.sharing`); with ``sharing="strict"``, a conv stage of the exact
 cosine read-out (plus an energy-pooling stage when unit groups share a kernel) when it found
-one. A colour run (``data.color``, inputs ``(3, H, W)``) has no shared_conv stage (its shared
-kernels are spatial): its conv stage carries the colour kernels ``(C, 3, k, k)`` of the
-read-out. Otherwise, or for vector inputs, a dense stage; later
+one. A colour run (``data.color``, inputs ``(3, H, W)``) exports the same stages on RGB input: its
+shared kernels ``(C, 3, k, k)`` are fitted to the whole colour fields, its strict conv stage
+carries the colour kernels of the read-out. Otherwise, or for vector inputs, a dense stage; later
 layers are dense stages; nonlinearities between layers become activation stages. The spec is
 taken from ``structure.json`` and ``structure_kernels.pt`` (:func:`ensure_structure`, with the
 same options as ``structlearn report``), never recomputed with other settings.
@@ -46,8 +46,7 @@ def spec_from_run(run: Run, conv_kwargs: dict[str, Any] | None = None, sharing: 
         conv = entry.get("conv")
         ev = {"density": entry["density"], "layer": li, "objective": lcfg.objective}
         sh = entry.get("sharing")
-        if li == 0 and sharing == "full" and not colour and isinstance(sh, dict) and "error" not in sh and li in shared:
-            # (a colour run's shared kernels are its units' spatial components: one input channel)
+        if li == 0 and sharing == "full" and isinstance(sh, dict) and "error" not in sh and li in shared:
             strict = {k: conv.get(k) for k in ("channels", "coverage", "equivalence_error")} if isinstance(conv, dict) else {}
             stages.append(shared_conv_stage({**sh, "unit_channel": shared[li]["channel"].tolist()},
                                             {**ev, "exact_sharing": strict}))

@@ -20,7 +20,7 @@ from structlearn.structure.color import color_conv, color_equivalence_error, col
 from structlearn.structure.conv import _crops
 from structlearn.structure.gabor import GaborFit
 from structlearn.structure.locality import locality_summary
-from structlearn.structure.readout import LayerStructure, read_layer
+from structlearn.structure.readout import LayerStructure, read_layer, sharing_section
 from structlearn.structure.receptive_fields import receptive_field_stats
 from structlearn.viz.gabor_montage import save_gabor_montage
 from structlearn.viz.montage import filters_to_rgb, save_png, upscale
@@ -78,7 +78,10 @@ def run_structure(run: Run, *, write: bool = True, gabor_steps: int = 300, max_i
                      "read_out_on": "each unit's dominant colour component (structlearn.structure.color)"}
             filters, x = split.spatial, None
         ls = read_layer(filters, inputs=x, tile_map=run.data.tile_map, groups=run.groups(li), gabor_steps=gabor_steps,
-                        conv_kwargs=conv_kwargs)
+                        conv_kwargs=conv_kwargs, sharing=color is None)
+        if color is not None:  # colour kernels (C, 3, k, k) shared by the whole colour fields
+            shared_colour, sec = sharing_section(full, x_full)
+            ls = replace(ls, summary={**ls.summary, "sharing": sec}, shared=shared_colour)
         entry.update(ls.summary)
         if color is not None:  # the layer's own shape and density, not its dominant components'
             if ls.conv is not None:

@@ -27,7 +27,7 @@ from structlearn.io import atomic_write_text, load_checkpoint, read_json
 from structlearn.objectives.base import Objective
 from structlearn.runtime import derive_seed
 
-STRUCTURE_VERSION = 3  # 3: the full-coverage sharing section
+STRUCTURE_VERSION = 4  # 3: the full-coverage sharing section; 4: colour units share colour kernels (C, 3, k, k)
 
 
 def safe_name(name: str, max_len: int = 80) -> str:
@@ -181,7 +181,7 @@ class Run:
 
     def shared(self) -> dict[int, dict[str, Tensor]]:
         """The full-coverage shared kernels per layer (``structure_kernels.pt``): ``{layer:
-        {"kernels": (C, k, k), "channel", "gain", "top", "left": (n,)}}``."""
+        {"kernels": (C, k, k) or, colour, (C, 3, k, k), "channel", "gain", "top", "left": (n,)}}``."""
         path = self.file("structure_kernels.pt")
         return {} if not path.is_file() else {int(k): v for k, v in load_checkpoint(path).get("shared", {}).items()}
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structlearn.structure.pooling import PoolSpec, _mode, pooling_from_groups
-from structlearn.structure.receptive_fields import check_filters, receptive_field_stats, window_energy
+from structlearn.structure.receptive_fields import best_windows, check_filters, receptive_field_stats, window_energy
 
 __all__ = [
     "ConvReadout",
@@ -127,8 +127,14 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> None:
 
 def support_kernel_size(filters: Tensor, energy_keep: float = 0.98, quantile: float = 0.5) -> int:
     """Smallest ``k`` such that the ``quantile`` over non-empty units of the best ``k x k`` window's
-    share of ``|w|^2`` is at least ``energy_keep`` (``min(H, W)`` if none is)."""
-    check_filters(filters)
+    share of ``|w|^2`` is at least ``energy_keep`` (``min(H, W)`` if none is). Colour units
+    ``(n, c, H, W)``: a pixel's energy is the sum over its channels."""
+    if isinstance(filters, Tensor) and filters.ndim == 4:
+        check_filters(filters.flatten(0, 1))
+        energy = filters.square().sum(1)
+    else:
+        check_filters(filters)
+        energy = filters.square()
     if not 0 < energy_keep <= 1:
         raise ValueError(f"energy_keep={energy_keep!r} out of range; allowed: (0, 1]")
     if not 0 <= quantile <= 1:
@@ -136,11 +142,11 @@ def support_kernel_size(filters: Tensor, energy_keep: float = 0.98, quantile: fl
     keep = filters.flatten(1).abs().amax(1) > 0
     if not bool(keep.any()):
         raise ValueError(f"all {filters.shape[0]} units are empty (all-zero filters); no support to size")
-    f = filters[keep]
-    lo, hi = 1, min(f.shape[1], f.shape[2])
+    e = energy[keep]
+    lo, hi = 1, min(e.shape[1], e.shape[2])
     while lo < hi:  # the best-window share is non-decreasing in k: bisect
         mid = (lo + hi) // 2
-        share = window_energy(f, mid)[0]
+        share = best_windows(e, mid)[0]
         if float(torch.quantile(share, quantile)) >= energy_keep * (1 - 1e-6):
             hi = mid
         else:

@@ -11,7 +11,7 @@ For a first layer (its inputs are images ``H x W``) with filters ``W: (n_units, 
 - ``sharing``: every unit as one of ``C`` shared kernels with its own gain and position
   (:mod:`structlearn.structure.sharing`): the weight error against ``C``, ``C`` at its knee,
   the kernels' coverage (1: every non-empty unit) and the error of the unit responses on the
-  held-out inputs;
+  held-out inputs (:func:`sharing_section`; for colour units, on their whole colour fields);
 - ``conv``: the strict (exact-sharing) view: channels, kernel size, stride, padding, coverage, pooling
   (:func:`structlearn.structure.conv.conv_from_filters`) and the equivalence error
   ``||dense(x) - conv(x)|| / ||dense(x)||`` on real held-out inputs ``x``; for mosaics, the
@@ -37,7 +37,7 @@ from structlearn.structure.receptive_fields import check_filters, receptive_fiel
 from structlearn.structure.sharing import SharedKernels, fit_shared_kernels
 
 __all__ = ["STRUCTURE_COLUMNS", "LayerStructure", "format_structure_table", "kernel_tile_containment", "placed_kernels",
-           "read_layer", "structure_rows"]
+           "read_layer", "sharing_section", "structure_rows"]
 
 
 @dataclass
@@ -181,20 +181,29 @@ def read_layer(
         out["conv"] = conv
     shared = None
     if sharing:
-        got, err = _section(fit_shared_kernels, f.double())
-        if got is None:
-            out["sharing"] = err
-        else:
-            shared, curve = got
-            sec = {**shared.to_dict(), "knee_C": curve["knee_C"], "chosen_by": curve["chosen_by"],
-                   "curve": {"C": curve["C"], "weight_error": curve["weight_error"]}}
-            if inputs is not None:
-                x = inputs.reshape(-1, h, w).double()
-                d = x.flatten(1) @ f.double().flatten(1).T
-                approx = x.flatten(1) @ shared.dense().flatten(1).T  # = shared.conv_responses(x) (tested), far cheaper
-                sec["response_error"] = float((d - approx).norm() / d.norm().clamp_min(1e-300))
-            out["sharing"] = sec
+        shared, out["sharing"] = sharing_section(f, inputs)
     return LayerStructure(out, fit, readout, shared)
+
+
+def sharing_section(filters: Tensor, inputs: Tensor | None = None) -> tuple[SharedKernels | None, dict[str, Any]]:
+    """The full-coverage shared kernels of ``filters`` (``(n, H, W)``, or colour ``(n, c, H, W)``:
+    kernels ``(C, c, k, k)``) at the knee, and the ``sharing`` section of ``structure.json``: the
+    fit's numbers, the error-vs-C curve and, given real ``inputs`` (``(m, *filters.shape[1:])``),
+    the response error ``||W x - W_hat x|| / ||W x||`` over them; ``(None, {"error": ...})``
+    when there is nothing to share."""
+    f = filters.detach()
+    got, err = _section(fit_shared_kernels, f.double())
+    if got is None:
+        return None, err
+    shared, curve = got
+    sec = {**shared.to_dict(), "knee_C": curve["knee_C"], "chosen_by": curve["chosen_by"],
+           "curve": {"C": curve["C"], "weight_error": curve["weight_error"]}}
+    if inputs is not None:
+        x = inputs.reshape(-1, *f.shape[1:]).double()
+        d = x.flatten(1) @ f.double().flatten(1).T
+        approx = x.flatten(1) @ shared.dense().flatten(1).T  # = shared.conv_responses(x) (tested), far cheaper
+        sec["response_error"] = float((d - approx).norm() / d.norm().clamp_min(1e-300))
+    return shared, sec
 
 
 # ---------------------------------------------------------------------------- table
@@ -244,7 +253,8 @@ def structure_rows(structure: dict[str, Any]) -> tuple[list[list[str]], list[str
         if isinstance(e.get("color"), dict):
             c = e["color"]
             notes.append(f"layer {e.get('layer')} colour: the kernels and Gabor fits are those of each unit's dominant "
-                         f"colour component, which holds {_fmt(c['separability_median'])} of a unit's energy (median); "
+                         f"colour component (the shared kernels are fitted to the whole colour fields), which holds "
+                         f"{_fmt(c['separability_median'])} of a unit's energy (median); "
                          f"{_fmt(c['achromatic_fraction'])} of the units are achromatic (within 25 degrees of grey)")
         for sec in ("receptive_fields", "gabor", "conv", "sharing"):
             if isinstance(e.get(sec), dict) and "error" in e[sec]:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from structlearn.structure.locality import participation_ratio
 
-__all__ = ["check_filters", "energy_radius", "receptive_field_stats", "receptive_field_summary", "window_energy"]
+__all__ = ["best_windows", "check_filters", "energy_radius", "receptive_field_stats", "receptive_field_summary", "window_energy"]
 
 
 def check_filters(filters: Tensor, name: str = "filters") -> None:
@@ -64,9 +64,14 @@ def window_energy(filters: Tensor, k: int) -> tuple[Tensor, Tensor]:
         (0 for empty units) and ``top_left (n, 2)`` long, the (row, column) of that window.
     """
     check_filters(filters)
-    n, h, w = filters.shape
-    _check_window(k, (h, w))
-    e = filters.square()  # (n, H, W)
+    _check_window(k, (filters.shape[1], filters.shape[2]))
+    return best_windows(filters.square(), k)
+
+
+def best_windows(e: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`window_energy` on a non-negative energy map ``e: (n, H, W)`` (e.g. ``w^2`` summed
+    over a colour unit's channels), unchecked."""
+    n, h, w = e.shape
     sums = F.avg_pool2d(e[:, None], k, stride=1)[:, 0] * (k * k)  # (n, H-k+1, W-k+1)
     best, idx = sums.flatten(1).max(dim=1)  # (n,)
     wo = w - k + 1

@@ -2,13 +2,17 @@
 
 Model: unit ``i`` (filter ``w_i: (H, W)``) is ``w_i ~ a_i place(K_{c_i}, t_i)``: kernel ``K_c``
 (``k x k``, unit Frobenius norm) placed with its top-left at pixel ``t_i = (r_i, q_i)`` of a zero
-``H x W`` image (cropping what falls outside), times a signed gain ``a_i``. Every non-empty unit
+``H x W`` image (cropping what falls outside), times a signed gain ``a_i``. Colour units
+``w_i: (c, H, W)`` share colour kernels ``K_c: (c, k, k)`` (unit norm over all ``c k^2`` entries,
+one placement for every input channel, not constrained to colour (x) space): everything below
+holds with the patches and kernels flattened over the channels too, and a window's energy is
+the sum over its channels. Every non-empty unit
 is covered by construction; how well is the *weight error*
 
     E(C) = ||W - W_hat||_F / ||W||_F,
 
 a rate-distortion curve of weight sharing (``C`` shared kernels against the error of the dense
-layer they replace). ``W_hat x`` is exactly a ``Conv2d(1, C, k, padding=k-1)`` followed by a
+layer they replace). ``W_hat x`` is exactly a ``Conv2d(c, C, k, padding=k-1)`` (``c = 1`` for grayscale) followed by a
 per-unit gather and gain (:meth:`SharedKernels.conv_responses`), so ``E`` bounds how far the
 convolution is from the dense layer on any input.
 
@@ -41,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structlearn.structure.conv import KernelBank, support_kernel_size
-from structlearn.structure.receptive_fields import check_filters, window_energy
+from structlearn.structure.receptive_fields import best_windows, check_filters
 
 __all__ = ["SharedKernels", "convex_knee", "fit_shared_kernels", "sharing_curve", "unit_error"]
 
@@ -51,7 +55,7 @@ class SharedKernels(KernelBank):
     """``C`` kernels and, per unit, ``channel`` (-1: empty unit), signed ``gain`` and the kernel's
     top-left pixel ``(top, left)`` (may lie outside the image: the kernel is then cropped)."""
 
-    kernels: Tensor  # (C, k, k), unit norm
+    kernels: Tensor  # (C, k, k), or (C, c, k, k) for c-channel (colour) units; unit norm
     channel: Tensor  # (n,) long
     gain: Tensor  # (n,)
     top: Tensor  # (n,) long
@@ -65,26 +69,33 @@ class SharedKernels(KernelBank):
         explains; every non-empty unit is, by construction."""
         return float((self.channel >= 0).double().mean())
 
+    @property
+    def in_channels(self) -> int:
+        """Input channels ``c`` the kernels read (1 for grayscale)."""
+        return 1 if self.kernels.ndim == 3 else int(self.kernels.shape[1])
+
     def dense(self) -> Tensor:
-        """``W_hat: (n, H, W)``: each unit's gain times its kernel, placed and cropped."""
+        """``W_hat: (n, H, W)`` (``(n, c, H, W)`` for colour kernels): each unit's gain times its
+        kernel, placed and cropped."""
         return _place(self.kernels, self.channel, self.gain, self.top, self.left, self.input_shape)
 
     def conv2d(self) -> nn.Conv2d:
-        """``Conv2d(1, C, k, padding=k-1, bias=False)`` holding the kernels: output cell
+        """``Conv2d(c, C, k, padding=k-1, bias=False)`` holding the kernels: output cell
         ``(r + k - 1, q + k - 1)`` is the kernel placed at top-left ``(r, q)``."""
         k = self.kernel_size
-        conv = nn.Conv2d(1, self.channels, k, padding=k - 1, bias=False, device=self.kernels.device,
+        conv = nn.Conv2d(self.in_channels, self.channels, k, padding=k - 1, bias=False, device=self.kernels.device,
                          dtype=self.kernels.dtype)
         with torch.no_grad():
-            conv.weight.copy_(self.kernels[:, None])
+            conv.weight.copy_(self.kernels if self.kernels.ndim == 4 else self.kernels[:, None])
         return conv
 
     def conv_responses(self, x: Tensor) -> Tensor:
-        """Unit responses through the convolution: ``x (m, H, W)`` -> ``(m, n)``, equal to
-        ``x.flatten(1) @ self.dense().flatten(1).T``."""
+        """Unit responses through the convolution: ``x (m, H, W)`` (``(m, c, H, W)`` for colour
+        kernels) -> ``(m, n)``, equal to ``x.flatten(1) @ self.dense().flatten(1).T``."""
         k = self.kernel_size
+        x4 = x if self.kernels.ndim == 4 else x[:, None]
         with torch.no_grad():
-            out = self.conv2d()(x[:, None].to(self.kernels.dtype))  # (m, C, H + k - 1, W + k - 1)
+            out = self.conv2d()(x4.to(self.kernels.dtype))  # (m, C, H + k - 1, W + k - 1)
         live = self.channel >= 0
         r = (self.top + k - 1).clamp(0, out.shape[2] - 1)
         q = (self.left + k - 1).clamp(0, out.shape[3] - 1)
@@ -99,27 +110,42 @@ class SharedKernels(KernelBank):
 
 def _place(kernels: Tensor, channel: Tensor, gain: Tensor, top: Tensor, left: Tensor,
            shape: tuple[int, int]) -> Tensor:
+    """``(n, H, W)`` (``(n, c, H, W)`` for kernels ``(C, c, k, k)``): unit ``i``'s gain times its
+    kernel with its top-left at ``(top_i, left_i)``, cropped to the image."""
     h, w = shape
     k = kernels.shape[-1]
     n = channel.shape[0]
-    canvas = torch.zeros(n, h + 2 * k, w + 2 * k, dtype=kernels.dtype, device=kernels.device)
+    kern = kernels if kernels.ndim == 4 else kernels[:, None]  # (C, c, k, k)
+    canvas = torch.zeros(n, h + 2 * k, w + 2 * k, kern.shape[1], dtype=kernels.dtype, device=kernels.device)
     live = channel >= 0
     if bool(live.any()):
         idx = live.nonzero()[:, 0]
         ar = torch.arange(k, device=kernels.device)
         rows = (top[idx].clamp(-k, h) + k)[:, None, None] + ar[None, :, None]
         cols = (left[idx].clamp(-k, w) + k)[:, None, None] + ar[None, None, :]
-        canvas[idx[:, None, None], rows, cols] = gain[idx, None, None] * kernels[channel[idx]]
-    return canvas[:, k:k + h, k:k + w]
+        canvas[idx[:, None, None], rows, cols] = gain[idx, None, None, None] * kern[channel[idx]].permute(0, 2, 3, 1)
+    out = canvas[:, k:k + h, k:k + w].permute(0, 3, 1, 2)  # channels last while placing: one index per pixel
+    return out if kernels.ndim == 4 else out[:, 0]
+
+
+def _fields(filters: Tensor) -> Tensor:
+    """``(n, c, H, W)`` from grayscale ``(n, H, W)`` (``c = 1``) or colour ``(n, c, H, W)``
+    filters, checked (finite floating point, no empty dimension)."""
+    if not isinstance(filters, Tensor) or filters.ndim not in (3, 4):
+        shape = tuple(filters.shape) if isinstance(filters, Tensor) else type(filters).__name__
+        raise ValueError(f"filters must be (n_units, H, W) or, for colour units, (n_units, c, H, W); got {shape}")
+    check_filters(filters.flatten(0, 1) if filters.ndim == 4 else filters)
+    return filters if filters.ndim == 4 else filters[:, None]
 
 
 def _patches(f: Tensor, k: int, m: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Each unit's best ``k x k`` window with every shift ``|d| <= m``: ``(n, D, k*k)``, and the
-    windows' top-left rows and columns per shift ``(n, D)``."""
-    n, h, w = f.shape
-    _, tl = window_energy(f, k)  # (n, 2)
+    """Each unit's best ``k x k`` window (``f: (n, c, H, W)``; a window's energy summed over the
+    channels) with every shift ``|d| <= m``: ``(n, D, c*k*k)``, channel-major as ``(c, k, k)``,
+    and the windows' top-left rows and columns per shift ``(n, D)``."""
+    n, c, h, w = f.shape
+    _, tl = best_windows(f.square().sum(1), k)  # (n, 2)
     pad = k + m
-    padded = F.pad(f, (pad, pad, pad, pad))
+    padded = F.pad(f, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (n, Hp, Wp, c)
     ar = torch.arange(k, device=f.device)
     shifts = [(dy, dx) for dy in range(-m, m + 1) for dx in range(-m, m + 1)]
     tops = torch.stack([tl[:, 0] + dy for dy, _ in shifts], 1)  # (n, D)
@@ -127,7 +153,7 @@ def _patches(f: Tensor, k: int, m: int) -> tuple[Tensor, Tensor, Tensor]:
     ys = (tops + pad)[:, :, None, None] + ar[None, None, :, None]  # (n, D, k, 1)
     xs = (lefts + pad)[:, :, None, None] + ar[None, None, None, :]
     idx = torch.arange(n, device=f.device)[:, None, None, None]
-    return padded[idx, ys, xs].flatten(2), tops, lefts
+    return padded[idx, ys, xs].permute(0, 1, 4, 2, 3).flatten(2), tops, lefts
 
 
 def _assign(p: Tensor, K: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -202,7 +228,7 @@ def _result(f: Tensor, live: Tensor, K: Tensor, chan: Tensor, shift: Tensor, gai
     rows = torch.arange(chan.shape[0], device=f.device)
     full_c[live], full_g[live] = chan, gain
     full_t[live], full_l[live] = tops[rows, shift], lefts[rows, shift]
-    shape = (int(f.shape[1]), int(f.shape[2]))
+    shape = (int(f.shape[-2]), int(f.shape[-1]))
     w_hat = _place(K, full_c, full_g, full_t, full_l, shape)
     err = float((f - w_hat).norm() / f.norm().clamp_min(torch.finfo(f.dtype).tiny))
     return SharedKernels(K, full_c, full_g, full_t, full_l, shape, err)
@@ -215,14 +241,15 @@ def sharing_curve(filters: Tensor, *, kernel_size: int | None = None, max_shift:
     ``C``, in order.
 
     Args:
-        filters: ``(n, H, W)`` effective (pruned) weights; float64 recommended.
+        filters: ``(n, H, W)`` effective (pruned) weights, or ``(n, c, H, W)`` colour units
+            (kernels ``(C, c, k, k)``); float64 recommended.
         kernel_size: ``k`` (default: :func:`support_kernel_size`, 98% of the median unit's energy).
         max_shift: alignment shifts ``|d| <= max_shift`` around each unit's best window.
         max_iter: assign/update rounds per ``C``.
     """
-    check_filters(filters)
+    f4 = _fields(filters).detach()
     f = filters.detach()
-    n, h, w = f.shape
+    n, _, h, w = f4.shape
     live = f.flatten(1).abs().amax(1) > 0
     if not bool(live.any()):
         raise ValueError(f"all {n} units are empty (all-zero filters); no kernels to share")
@@ -235,10 +262,10 @@ def sharing_curve(filters: Tensor, *, kernel_size: int | None = None, max_shift:
     cap = n_live if max_channels is None else min(int(max_channels), n_live)
     if cap < 1:
         raise ValueError(f"max_channels={max_channels!r} out of range; allowed: integers >= 1")
-    p, tops, lefts = _patches(f[live], k, max_shift)
+    p, tops, lefts = _patches(f4[live], k, max_shift)
     centre = p[:, p.shape[1] // 2]
     _, vecs = torch.linalg.eigh(centre.T @ centre)
-    K = vecs[:, -1].reshape(1, k, k)
+    K = vecs[:, -1].reshape(1, *f.shape[1:-2], k, k)
     K = K * torch.sign(K.flatten()[K.abs().flatten().argmax()])
     out = []
     while True:

@@ -230,14 +230,16 @@ def _bbox(support: Any) -> tuple[Any, Any, Any, Any]:
 def unit_geometry(spec: dict[str, Any], kernels: list[Any]) -> tuple[Any, Any]:
     """``(centres (n, 2), sides (n,))`` of the live units of a shared_conv or masked dense first
     stage: the centre and the longer side of each unit's receptive-field bounding box, in input
-    pixels (a shared kernel's support is its entries above 1e-6 of its largest; a colour unit's
-    field is the pixels where any of its channels is unmasked)."""
+    pixels (a shared kernel's support is its entries above 1e-6 of its largest, a colour kernel's
+    the pixels where any channel's is; a colour unit's field is the pixels where any of its
+    channels is unmasked)."""
     import torch
 
     first, p = spec["stages"][0], kernels[0]
     if first["type"] == "shared_conv":
-        k = p["kernels"]
-        support = k.abs() > 1e-6 * k.abs().flatten(1).amax(1).clamp_min(1e-30)[:, None, None]
+        k = p["kernels"].abs()
+        k = k if k.ndim == 3 else k.amax(1)  # colour kernels (C, 3, k, k): the pixels where any channel is
+        support = k > 1e-6 * k.flatten(1).amax(1).clamp_min(1e-30)[:, None, None]
         r0, r1, c0, c1 = _bbox(support)
         live = p["channel"] >= 0
         ch = p["channel"][live]
