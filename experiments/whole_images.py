@@ -14,6 +14,12 @@ converging after a 2-core machine's hour (an edge speckled with what the update 
 averaged away), and pruning a speckled field keeps it spread, so the two numbers say different
 things: how far training has gone, and what the units that it has shaped look like. Montages:
 the 144 most used units of each run.
+
+A second table sweeps the share of weights each unit keeps: the dense layer at the first
+pruning (``layer0_dense.pt``) is pruned unit-wise to each share of :data:`SHARES` with the
+library's own :func:`~structlearn.prune.magnitude.magnitude_mask` (no fine-tuning) and the
+median radius is taken for both runs, so the ratio is read as a curve, not only at the one
+density the config prunes to (share 1.0: the dense units themselves).
 """
 from __future__ import annotations
 
@@ -24,11 +30,13 @@ from pathlib import Path
 import torch
 
 from structlearn.io import atomic_write_text, load_checkpoint
+from structlearn.prune.magnitude import magnitude_mask
 from structlearn.runs.run import Run
 from structlearn.structure.locality import energy_radius
 from structlearn.viz.montage import filters_to_rgb, save_png, upscale
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+SHARES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def usage(run: Run) -> torch.Tensor:
@@ -57,6 +65,20 @@ def describe(run: Run) -> dict:
     return out
 
 
+def share_sweep(run: Run, shares: tuple[float, ...] = SHARES) -> list[float]:
+    """Median 90%-energy radius / side of the dense layer at the first pruning, each unit pruned
+    to its largest ``share`` of weights, for every share."""
+    state = run.layer(0, "dense")["objective"]
+    dense = (state["layer.weight"] * state["layer.mask"]).double()
+    shape = run.input_shape(0, "dense")
+    side = max(shape)
+    out = []
+    for share in shares:
+        kept = dense * magnitude_mask(dense, density=share) if share < 1 else dense
+        out.append(float((energy_radius(kept.reshape(-1, *shape)) / side).median()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("natural", type=Path)
@@ -76,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"{g['below_quarter']:.3f} |")
         ratio = a[group]["median"] / b[group]["median"]
         lines.append(f"| {group} | natural / clone | | **{ratio:.2f}** (target <= 0.33) | | |")
+    sa, sb = share_sweep(nat), share_sweep(clone)
+    lines += ["", "Dense layer at the first pruning, each unit pruned to its largest share of weights (no fine-tuning):", "",
+              "| share kept | " + " | ".join(f"{v:g}" for v in SHARES) + " |", "|---|" + "---:|" * len(SHARES),
+              "| natural | " + " | ".join(f"{v:.3f}" for v in sa) + " |",
+              "| Gaussian clone | " + " | ".join(f"{v:.3f}" for v in sb) + " |",
+              "| natural / clone | " + " | ".join(f"{x / y:.2f}" if y > 0 else "-" for x, y in zip(sa, sb)) + " |"]
     text = "\n".join(lines) + "\n"
     atomic_write_text(nat.file("whole_images.md"), text)
     print(text)

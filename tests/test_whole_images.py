@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from structlearn.cli import main as cli
+from structlearn.structure.locality import energy_radius
 
 ROOT = Path(__file__).resolve().parents[1]
 SHRINK = ["--set", "data.patch=[8,8]", "--set", "data.n_train=2000", "--set", "data.n_test=200",
@@ -38,5 +40,20 @@ def test_whole_images_report_on_tiny_runs(tmp_path, capsys):
     assert a["units"] == b["units"] == 128 and a["all"]["n"] == 128 and a["most used quartile"]["n"] >= 32
     assert abs(a["density"] - 0.1) < 0.02 and abs(b["density"] - a["density"]) < 1e-9  # the same 10% by construction
     assert (runs["natural"] / "filters_most_used.png").stat().st_size > 0
+    # the share sweep, recomputed: each dense unit's largest round(share * 64) weights by a sort
+    row = re.search(r"\| natural / clone \| ([-0-9. |]+)\|\n", text).group(1).split("|")
+    want = []
+    for name in ("natural", "clone"):
+        W = torch.load(runs[name] / "layer0_dense.pt")["objective"]["layer.weight"].double()
+        meds = []
+        for share in whole_images.SHARES:
+            kth = W.abs().sort(1, descending=True).values[:, max(1, round(share * 64)) - 1:][:, :1]
+            kept = torch.where(W.abs() >= kth, W, torch.zeros_like(W))
+            meds.append(float((energy_radius(kept.reshape(-1, 8, 8)) / 8).median()))
+        want.append(meds)
+    assert len(row) == len(whole_images.SHARES)
+    for got, x, y in zip(row, *want):  # one kept weight has radius 0 in both runs: no ratio
+        assert got.strip() == "-" if y == 0 else float(got) == pytest.approx(x / y, abs=0.006)
+    assert want[0][whole_images.SHARES.index(1.0)] > want[0][0]  # pruning harder can only narrow the units here
     with pytest.raises(SystemExit, match="natural run first"):
         whole_images.main([str(runs["clone"]), str(runs["natural"])])
