@@ -11,7 +11,8 @@ shape and whitened with the run's own ZCA (what the first layer was learned on).
 Tasks: ``bundled`` (which bundled photograph a patch comes from; train patches from the top 3/4
 of each image, test from the bottom 1/4), ``digits`` (scikit-learn, 8 x 8 upsampled), ``lfw``
 (scikit-image's faces vs non-faces, 25 x 25), and ``cifar`` with ``--cifar FOLDER`` (python
-batches, grayscale). Each variant is trained from ``--seeds`` seeds (weights, batch order and the
+batches, grayscale; in colour for a colour run, whose tasks are ``bundled`` (the four RGB
+photographs) and ``cifar``). Each variant is trained from ``--seeds`` seeds (weights, batch order and the
 random mask); the table gives the mean test accuracy with its 95% t-interval and the effective
 parameter count. The information plane (:mod:`structlearn.info.plane`, pairwise-distance
 estimator, noise 0.1 of the layer's variance) is recorded every epoch for seed 0 of the
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 TASKS = ("bundled", "digits", "lfw", "cifar")
+COLOUR_TASKS = ("bundled", "cifar")  # the tasks with RGB images, for a colour run
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
@@ -47,14 +49,21 @@ def ci95(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
 
 
-def load_task(name: str, shape: tuple[int, int], whitener, cifar: str | None, quick: bool):
+def load_task(name: str, shape: tuple[int, ...], whitener, cifar: str | None, quick: bool):
+    """Task ``name`` at the run's input ``shape``: ``(H, W)``, or ``(3, H, W)`` for a colour run
+    (then RGB: the bundled colour photographs, CIFAR-10 in colour; digits and lfw are grayscale
+    only and are refused)."""
     from structlearn.data.labeled import bundled_identity, load_cifar10, load_digits, load_lfw_faces
     from structlearn.supervised import prepare_task
 
+    colour = len(shape) == 3
+    if colour and name in ("digits", "lfw"):
+        raise ValueError(f"task {name!r} is grayscale and the run is colour {shape}; allowed for a colour run: "
+                         f"{', '.join(COLOUR_TASKS)}")
     g = torch.Generator().manual_seed(0)  # the split is fixed; the seeds vary the training
     if name == "bundled":
-        split = bundled_identity(patch=shape, n_train_per_class=60 if quick else 300,
-                                 n_test_per_class=20 if quick else 100, generator=g)
+        split = bundled_identity(patch=shape[-2:], n_train_per_class=60 if quick else 300,
+                                 n_test_per_class=20 if quick else 100, generator=g, color=colour)
     elif name == "digits":
         split = load_digits(generator=g)
     elif name == "lfw":
@@ -62,7 +71,7 @@ def load_task(name: str, shape: tuple[int, int], whitener, cifar: str | None, qu
     else:
         if cifar is None:
             raise ValueError("task 'cifar' needs --cifar FOLDER (the CIFAR-10 python batches)")
-        split = load_cifar10(cifar)
+        split = load_cifar10(cifar, gray=not colour)
     return prepare_task(split, name, shape, whitener)
 
 
@@ -76,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a finished discovery run folder")
     p.add_argument("--out", help="output folder (default: RUN/downstream)")
-    p.add_argument("--tasks", default="bundled,digits,lfw", help=f"comma-separated, from {', '.join(TASKS)}")
+    p.add_argument("--tasks", help=f"comma-separated, from {', '.join(TASKS)} (default: bundled,digits,lfw; "
+                                   f"a colour run: bundled)")
     p.add_argument("--cifar", help="folder of the CIFAR-10 python batches (task 'cifar')")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=30)
@@ -86,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="2 seeds, 3 epochs, small bundled task: a smoke run")
     a = p.parse_args(argv)
-    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
+    tasks = [t.strip() for t in (a.tasks or "bundled").split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
     if bad or not tasks:
         p.error(f"--tasks {a.tasks!r}; allowed: a comma-separated list from {', '.join(TASKS)}")
@@ -100,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     spec, kernels = spec_from_run(run)
     layer = FirstLayer(spec, kernels, run.layer(0)["mask"])
+    colour = len(layer.input_shape) == 3
+    if a.tasks is None:
+        tasks = list(COLOUR_TASKS[:1]) if colour else ["bundled", "digits", "lfw"]
+    elif colour and set(tasks) - set(COLOUR_TASKS):
+        p.error(f"--tasks {a.tasks!r}: the run is colour {layer.input_shape}; allowed: a comma-separated list from "
+                f"{', '.join(COLOUR_TASKS)} (digits and lfw are grayscale)")
     whitener = run.data.whitener
     print(f"{run.name}: first layer {spec['stages'][0]['type']} of {layer.n_units} units on {layer.input_shape} inputs, "
           f"density {float((layer.mask != 0).float().mean()):.4f}", file=sys.stderr)

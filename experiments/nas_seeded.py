@@ -10,7 +10,8 @@ same trial budget; a trial trains its CNN (:func:`structlearn.supervised.fit`, t
 fixed per repeat, so an architecture scores the same in both arms) on the bundled-image identity
 task at the run's input shape, whitened with the run's ZCA, and scores the accuracy on the
 validation patches (cut from the bottom quarter of each photograph, disjoint from the training
-rows). Repeated ``--repeats`` times with different seeds.
+rows). A colour run (``data.color``) searches RGB CNNs on RGB patches of the four colour
+photographs. Repeated ``--repeats`` times with different seeds.
 
 Reported: best validation accuracy against trial number (median and interquartile band over the
 repeats), and per repeat the trials each search needs to reach the unseeded search's final best.
@@ -83,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     storage = a.storage or f"sqlite:///{out / 'nas.db'}"
     t0 = time.time()
     spec, kernels = spec_from_run(run)
-    shape = tuple(spec["input"]["shape"])
+    colour = spec["input"]["channels"] == 3
+    hw = tuple(spec["input"]["shape"])
+    shape = (3, *hw) if colour else hw  # a colour run's task: RGB patches of the colour photographs
     seed_point = structlearn_nas.cnn_params_from_discovery(spec, kernels)
-    split = bundled_identity(patch=shape, n_train_per_class=a.per_class, n_test_per_class=max(1, a.per_class // 3),
-                             generator=torch.Generator().manual_seed(0))
+    split = bundled_identity(patch=hw, n_train_per_class=a.per_class, n_test_per_class=max(1, a.per_class // 3),
+                             generator=torch.Generator().manual_seed(0), color=colour)
     task = prepare_task(split, "bundled", shape, run.data.whitener)
     print(f"{run.name}: discovered first layer as a CNN point {seed_point}; task {task.x_train.shape[0]} train / "
           f"{task.x_test.shape[0]} validation patches, {task.classes} classes", file=sys.stderr)

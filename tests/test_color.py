@@ -344,3 +344,9 @@ def test_rgb_spec_takes_colour_kernels_and_names_a_wrong_shape():
     with pytest.raises(ValueError, match=r"input_shape=\(2, 3, 8, 8\); allowed: \(H, W\) or \(C, H, W\)"):
         make_spec((2, 3, 8, 8), [stage])
     assert make_spec((8, 8), [stage])["input"]["channels"] == 1  # grayscale unchanged
+    from structlearn.export.model import DiscoveredNet
+
+    net = DiscoveredNet(spec, [K], num_classes=2)  # in_chans defaults to the spec's 3
+    assert net.pretrained_cfg["input_size"] == (3, 8, 8) and net(x).shape == (5, 2)
+    with pytest.raises(ValueError, match=r"in_chans=1; allowed: 3 \(the spec's input channels\)"):
+        DiscoveredNet(spec, [K], in_chans=1)

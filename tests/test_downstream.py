@@ -194,6 +194,63 @@ def test_downstream_experiment_end_to_end(tiny_run, tmp_path, capsys):
     assert "allowed: a comma-separated list from bundled, digits, lfw, cifar" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def tiny_colour_run(tmp_path_factory):
+    from structlearn.cli import main as cli
+
+    tmp = tmp_path_factory.mktemp("colour")
+    cfg = {**TINY, "data": {"grid": [2, 2], "tile": [4, 4], "color": True, "images": ["astronaut", "chelsea", "coffee", "rocket"],
+                            "n_train": 1500, "n_test": 100, "zca_floor": 0.1},
+           "layers": [{**TINY["layers"][0], "n_units": 32, "steps": 30}]}
+    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["discover", str(tmp / "c.yaml"), "--out", str(tmp / "runs"), "--no-progress", "--no-html"]) == 0
+    (run,) = (tmp / "runs").iterdir()
+    return run
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_downstream_on_a_colour_run(tiny_colour_run, tmp_path, capsys):
+    """A colour run's downstream comparison: RGB patches of the four colour photographs, every
+    variant on (n, 3, H, W), the hand-designed CNN matched in parameters with its 3 input
+    channels counted; grayscale tasks are refused by name."""
+    from structlearn.supervised.nets import VARIANTS, cnn_params
+
+    downstream = experiment("downstream")
+    out = tmp_path / "ds"
+    assert downstream.main(["--run", str(tiny_colour_run), "--quick", "--epochs", "1", "--out", str(out),
+                            "--threads", "1"]) == 0
+    res = json.loads((out / "downstream.json").read_text())
+    rows = res["tasks"]["bundled"]["rows"]
+    assert list(res["tasks"]) == ["bundled"] and res["tasks"]["bundled"]["classes"] == 4
+    assert set(rows) == set(VARIANTS) and all(0 <= v <= 1 for r in rows.values() for v in r["test_acc"])
+    assert 32 * 3 * 64 <= rows["dense"]["params"] <= 32 * 3 * 64 + 32 + 32 * 4 + 4  # the dense layer reads all 3 H W inputs
+    assert rows["discovered_mask"]["params"] == rows["random_mask"]["params"]  # the same fan-in per unit
+    assert cnn_params(2, (3, 8, 8), 4) == 2 * 3 * 25 + 2 * 16 * 4 + 4 and cnn_params(2, (8, 8), 4) == 2 * 25 + 2 * 16 * 4 + 4
+    with pytest.raises(SystemExit):
+        downstream.main(["--run", str(tiny_colour_run), "--tasks", "bundled,digits", "--out", str(out)])
+    assert "the run is colour (3, 8, 8); allowed: a comma-separated list from bundled, cifar" in capsys.readouterr().err
+
+
+def test_nas_seeded_on_a_colour_run(tiny_colour_run, tmp_path):
+    """A colour run's NAS comparison: its export is an RGB shared_conv, the seed point comes from
+    its colour kernels, and both arms train RGB CNNs on RGB patches of the four colour photographs
+    whitened with the run's colour ZCA."""
+    run = tiny_colour_run
+    nas = experiment("nas_seeded")
+    out = tmp_path / "nas"
+    assert nas.main(["--run", str(run), "--quick", "--repeats", "1", "--trials", "2", "--epochs", "1", "--out", str(out),
+                     "--threads", "1"]) == 0
+    res = json.loads((out / "nas_seeded.json").read_text())
+    assert res["task"]["classes"] == 4 and res["task"]["train"] == 4 * 60
+    seeded = next(s for s in res["studies"] if s["arm"] == "seeded")
+    assert seeded["params"][0] == res["seed_point"] and all(0 <= v <= 1 for v in seeded["values"])
+    from structlearn.runs import Run
+    from structlearn.runs.export import spec_from_run
+
+    spec, _ = spec_from_run(Run(run))
+    assert spec["input"]["channels"] == 3 and spec["stages"][0]["type"] == "shared_conv"
+
+
 def test_nas_seeded_experiment_end_to_end_and_resume(tiny_run, tmp_path):
     """Both arms run the same budget; the seeded arm's first trial is the discovered point; the
     studies persist, so a second call with a larger budget only adds the missing trials."""

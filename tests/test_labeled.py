@@ -46,6 +46,35 @@ def test_bundled_identity_is_seeded_and_balanced():
         bundled_identity(("camera", "eagle"))
 
 
+def test_colour_identity_task_draws_as_grayscale_and_prepares_per_channel():
+    """A colour identity task cuts each RGB patch where the grayscale task on any one channel
+    cuts its patch (same image, same corner, same disjoint split); ``prepare_task`` keeps the
+    channels, removes each channel's mean and whitens the ``3 H W`` values with the run's ZCA."""
+    from structlearn.data.images import BUNDLED_COLOR, load_bundled
+    from structlearn.data.whiten import ZCA
+    from structlearn.supervised import prepare_task
+
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    col = bundled_identity(patch=(6, 6), n_train_per_class=15, n_test_per_class=5, generator=g(), color=True)
+    assert col.train.classes == BUNDLED_COLOR and col.train.x.shape == (60, 3, 6, 6) and col.test.x.shape == (20, 3, 6, 6)
+    for c in range(3):
+        grey = identity_task([im[c] for im in load_bundled(BUNDLED_COLOR, color=True)], BUNDLED_COLOR, (6, 6), 15, 5,
+                             generator=g())
+        assert torch.equal(col.train.x[:, c], grey.train.x) and torch.equal(col.test.x[:, c], grey.test.x)
+    x = col.train.x - col.train.x.mean(dim=(-2, -1), keepdim=True)
+    zca = ZCA(108, floor=0.1).fit(x.reshape(60, -1).double())
+    task = prepare_task(col, "colour", (3, 6, 6), zca)
+    assert task.x_train.shape == (60, 3, 6, 6) and task.classes == 4
+    want = zca(x.reshape(60, -1).double()).float().reshape(60, 3, 6, 6)
+    torch.testing.assert_close(task.x_train, want)
+    raw = prepare_task(col, "colour", (3, 6, 6))
+    assert float(raw.x_test.mean(dim=(-2, -1)).abs().max()) < 1e-6  # each channel's own mean removed
+    with pytest.raises(ValueError, match=r"images of shape \(60, 3, 6, 6\) for input_shape \(6, 6\); allowed: \(n, H, W\)"):
+        prepare_task(col, "colour", (6, 6))
+    with pytest.raises(ValueError, match="at least 2 images; allowed: astronaut, chelsea"):
+        bundled_identity(("rocket",), color=True)
+
+
 def _png(path, arr):
     from skimage.io import imsave
 

@@ -4,7 +4,7 @@ Every loader returns a :class:`LabeledSplit` of two :class:`LabeledSet` (``x: (n
 float32 grayscale in [0, 1], ``y: (n,)`` long, ``classes``):
 
 - :func:`bundled_identity`: which scikit-image bundled photograph a patch comes from (a
-  texture/scene task that needs no download). Train patches are cut from the top
+  texture/scene task that needs no download; ``color=True``: RGB patches of the colour ones). Train patches are cut from the top
   ``1 - test_fraction`` of every image and test patches from the bottom ``test_fraction``,
   so no test pixel was ever seen in training (overlapping random patches would leak).
   Classes are balanced.
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from structlearn.data.images import BUNDLED_ALL, BUNDLED_DEFAULT, IMAGE_SUFFIXES, load_bundled, to_gray_float
+from structlearn.data.images import BUNDLED_ALL, BUNDLED_COLOR, BUNDLED_DEFAULT, IMAGE_SUFFIXES, load_bundled, to_gray_float
 from structlearn.data.patches import sample_patches
 
 BT709 = (0.2125, 0.7154, 0.0721)
@@ -68,7 +68,9 @@ def identity_task(images: Sequence[np.ndarray], names: Sequence[str], patch: tup
                   n_train_per_class: int = 300, n_test_per_class: int = 100, test_fraction: float = 0.25,
                   generator: torch.Generator | None = None, source: str = "images") -> LabeledSplit:
     """Patches labelled by the image they come from; train patches from the top
-    ``1 - test_fraction`` of each ``(H, W)`` image, test patches from the rest (disjoint)."""
+    ``1 - test_fraction`` of each ``(H, W)`` image, test patches from the rest (disjoint).
+    Colour images ``(C, H, W)`` give ``(n, C, h, w)`` patches, split by rows the same way (the
+    same draws as grayscale: one image and corner per patch)."""
     _check_fraction(test_fraction)
     if min(n_train_per_class, n_test_per_class) < 1:
         raise ValueError(f"n_train_per_class={n_train_per_class}, n_test_per_class={n_test_per_class}; allowed: >= 1")
@@ -80,11 +82,11 @@ def identity_task(images: Sequence[np.ndarray], names: Sequence[str], patch: tup
     h, w = int(patch[0]), int(patch[1])
     parts: dict[str, list[Tensor]] = {"train": [], "test": []}
     for img, name in zip(images, names):
-        cut = img.shape[0] - int(round(test_fraction * img.shape[0]))
-        regions = {"train": img[:cut], "test": img[cut:]}
+        cut = img.shape[-2] - int(round(test_fraction * img.shape[-2]))
+        regions = {"train": img[..., :cut, :], "test": img[..., cut:, :]}
         for split, n in (("train", n_train_per_class), ("test", n_test_per_class)):
             region = regions[split]
-            if region.shape[0] < h or region.shape[1] < w:
+            if region.shape[-2] < h or region.shape[-1] < w:
                 raise ValueError(f"image {name!r}: its {split} region {tuple(region.shape)} is smaller than the patch "
                                  f"{h}x{w}; allowed: a smaller patch or another test_fraction")
             parts[split].append(sample_patches([region], (h, w), n, g))
@@ -94,15 +96,17 @@ def identity_task(images: Sequence[np.ndarray], names: Sequence[str], patch: tup
                         LabeledSet(torch.cat(parts["test"]), y["test"], names), source)
 
 
-def bundled_identity(names: Sequence[str] = BUNDLED_DEFAULT, patch: tuple[int, int] = (16, 16),
+def bundled_identity(names: Sequence[str] | None = None, patch: tuple[int, int] = (16, 16),
                      n_train_per_class: int = 300, n_test_per_class: int = 100, test_fraction: float = 0.25,
-                     generator: torch.Generator | None = None) -> LabeledSplit:
-    """Which bundled scikit-image photograph a patch comes from (no download)."""
-    names = tuple(names)
+                     generator: torch.Generator | None = None, color: bool = False) -> LabeledSplit:
+    """Which bundled scikit-image photograph a patch comes from (no download). ``color``: RGB
+    patches ``(n, 3, h, w)`` of the colour photographs (default names: ``BUNDLED_COLOR``)."""
+    names = tuple(names) if names is not None else (BUNDLED_COLOR if color else BUNDLED_DEFAULT)
     if len(names) < 2:
-        raise ValueError(f"images={list(names)}: an identity task needs at least 2 images; allowed: {', '.join(BUNDLED_ALL)}")
-    return identity_task(load_bundled(names), names, patch, n_train_per_class, n_test_per_class, test_fraction,
-                         generator, "bundled")
+        allowed = BUNDLED_COLOR if color else BUNDLED_ALL
+        raise ValueError(f"images={list(names)}: an identity task needs at least 2 images; allowed: {', '.join(allowed)}")
+    return identity_task(load_bundled(names, color=color), names, patch, n_train_per_class, n_test_per_class,
+                         test_fraction, generator, "bundled")
 
 
 def stratified_split(x: Tensor, y: Tensor, classes: tuple[str, ...], test_fraction: float,

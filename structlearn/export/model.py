@@ -21,9 +21,10 @@ from structlearn.export.spec import build_module, validate_spec
 
 class DiscoveredNet(nn.Module):
     def __init__(self, spec: dict[str, Any], kernels: list[Any] | None = None, num_classes: int = 10,
-                 in_chans: int = 1, drop_rate: float = 0.0) -> None:
+                 in_chans: int | None = None, drop_rate: float = 0.0) -> None:
         super().__init__()
         validate_spec(spec)
+        in_chans = spec["input"].get("channels", 1) if in_chans is None else in_chans  # default: the spec's
         if in_chans != spec["input"].get("channels", 1):
             raise ValueError(f"in_chans={in_chans}; allowed: {spec['input'].get('channels', 1)} (the spec's input channels)")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
@@ -37,7 +38,8 @@ class DiscoveredNet(nn.Module):
         self.drop = nn.Dropout(drop_rate)
         self.num_classes = num_classes
         self.head: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        self.pretrained_cfg = {"input_size": self.input_size, "num_classes": num_classes, "mean": (0.0,), "std": (1.0,),
+        self.pretrained_cfg = {"input_size": self.input_size, "num_classes": num_classes,
+                               "mean": (0.0,) * in_chans, "std": (1.0,) * in_chans,
                                "source": dict(spec.get("source", {}))}
 
     def forward_features(self, x: Tensor) -> Tensor:

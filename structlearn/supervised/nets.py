@@ -39,20 +39,25 @@ WEIGHTED = ("conv2d", "shared_conv", "redu")  # stages that consume an entry of 
 @dataclass(frozen=True)
 class FirstLayer:
     """A discovered first layer: the exported ``spec`` and ``kernels`` (``runs.export.spec_from_run``)
-    and the pruned layer's ``mask: (N, H*W)`` (the run's ``layer(0)['mask']``)."""
+    and the pruned layer's ``mask: (N, C*H*W)`` (the run's ``layer(0)['mask']``; ``C = 1`` but for
+    colour runs)."""
 
     spec: dict[str, Any]
     kernels: list[Any]
     mask: Tensor
 
     def __post_init__(self) -> None:
-        h, w = self.input_shape
-        if self.mask.ndim != 2 or self.mask.shape[1] != h * w:
-            raise ValueError(f"mask has shape {tuple(self.mask.shape)}; allowed: (units, {h * w}) for {h}x{w} inputs")
+        d = math.prod(self.input_shape)
+        if self.mask.ndim != 2 or self.mask.shape[1] != d:
+            raise ValueError(f"mask has shape {tuple(self.mask.shape)}; allowed: (units, {d}) for "
+                             f"{'x'.join(map(str, self.input_shape))} inputs")
 
     @property
-    def input_shape(self) -> tuple[int, int]:
-        return int(self.spec["input"]["shape"][0]), int(self.spec["input"]["shape"][1])
+    def input_shape(self) -> tuple[int, ...]:
+        """``(H, W)``, or ``(C, H, W)`` for ``C > 1`` input channels (colour)."""
+        h, w = int(self.spec["input"]["shape"][0]), int(self.spec["input"]["shape"][1])
+        c = int(self.spec["input"].get("channels", 1))
+        return (c, h, w) if c > 1 else (h, w)
 
     @property
     def n_units(self) -> int:
@@ -81,16 +86,17 @@ def random_mask_like(mask: Tensor, generator: torch.Generator) -> Tensor:
     return mask.gather(1, order)
 
 
-def cnn_params(channels: int, input_shape: tuple[int, int], num_classes: int, kernel: int = 5, pool: int = 2) -> int:
-    """Parameters of ``Conv2d(1, C, kernel, padding=kernel//2, bias=False)`` -> pool -> ``Linear(.., classes)``."""
-    h, w = input_shape
-    return channels * kernel * kernel + channels * (h // pool) * (w // pool) * num_classes + num_classes
+def cnn_params(channels: int, input_shape: tuple[int, ...], num_classes: int, kernel: int = 5, pool: int = 2) -> int:
+    """Parameters of ``Conv2d(c, C, kernel, padding=kernel//2, bias=False)`` -> pool -> ``Linear(.., classes)``
+    for inputs ``(H, W)`` (``c = 1``) or ``(c, H, W)``."""
+    c_in, (h, w) = (input_shape[0] if len(input_shape) == 3 else 1), input_shape[-2:]
+    return channels * c_in * kernel * kernel + channels * (h // pool) * (w // pool) * num_classes + num_classes
 
 
-def matched_cnn_channels(target: int, input_shape: tuple[int, int], num_classes: int, kernel: int = 5, pool: int = 2) -> int:
+def matched_cnn_channels(target: int, input_shape: tuple[int, ...], num_classes: int, kernel: int = 5, pool: int = 2) -> int:
     """The channel count whose :func:`cnn_params` is closest to ``target``."""
-    h, w = input_shape
-    per = kernel * kernel + (h // pool) * (w // pool) * num_classes
+    c_in, (h, w) = (input_shape[0] if len(input_shape) == 3 else 1), input_shape[-2:]
+    per = c_in * kernel * kernel + (h // pool) * (w // pool) * num_classes
     c = max(1, round((target - num_classes) / per))
     return min((c - 1, c, c + 1), key=lambda v: (abs(cnn_params(v, input_shape, num_classes, kernel, pool) - target)
                                                  if v >= 1 else math.inf))

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Task:
-    """``x_*: (n, 1, H, W)`` float32, preprocessed; ``y_*: (n,)`` long in ``0..classes-1``."""
+    """``x_*: (n, C, H, W)`` float32 (C = 1, or 3 for colour), preprocessed; ``y_*: (n,)`` long in ``0..classes-1``."""
 
     name: str
     x_train: Tensor
@@ -36,30 +36,38 @@ class Task:
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] != y.shape[0] or x.shape[0] < 1:
+            if x.ndim != 4 or x.shape[1:] != self.x_train.shape[1:] or x.shape[0] != y.shape[0] or x.shape[0] < 1:
                 raise ValueError(f"task {self.name!r}: {split} x {tuple(x.shape)}, y {tuple(y.shape)}; "
-                                 f"allowed: x (n, 1, H, W) and y (n,) with n >= 1")
+                                 f"allowed: x (n, C, H, W) (C = 1 grayscale, 3 colour; the same for train and test) "
+                                 f"and y (n,) with n >= 1")
             if not torch.isfinite(x).all():
                 raise ValueError(f"task {self.name!r}: {split} images hold NaN or inf")
 
 
-def prepare_task(split: "LabeledSplit", name: str, input_shape: tuple[int, int], whitener: "ZCA | None" = None) -> Task:
-    """Grayscale ``(n, H0, W0)`` images -> resized to ``input_shape`` (anti-aliased) -> each image's
-    mean removed -> ``whitener`` (the discovery run's ZCA, so the first layer sees inputs like
-    the ones it was learned on) -> ``(n, 1, H, W)``."""
+def prepare_task(split: "LabeledSplit", name: str, input_shape: tuple[int, ...], whitener: "ZCA | None" = None) -> Task:
+    """Grayscale ``(n, H0, W0)`` images -> resized to ``input_shape`` ``(H, W)`` (anti-aliased) ->
+    each image's mean removed -> ``whitener`` (the discovery run's ZCA, so the first layer sees
+    inputs like the ones it was learned on) -> ``(n, 1, H, W)``. Colour ``(n, C, H0, W0)`` with
+    ``input_shape = (C, H, W)``: each channel resized and its mean removed (as the colour
+    patches of a discovery run), the whitener on the ``C H W`` values -> ``(n, C, H, W)``."""
     from skimage.transform import resize
 
+    colour = len(input_shape) == 3
+    want_ndim = 4 if colour else 3
+
     def one(x: Tensor) -> Tensor:
-        if x.ndim != 3:
-            raise ValueError(f"task {name!r}: images of shape {tuple(x.shape)}; allowed: (n, H, W) grayscale")
+        if x.ndim != want_ndim or (colour and x.shape[1] != input_shape[0]):
+            allowed = f"(n, {input_shape[0]}, H, W) colour" if colour else "(n, H, W) grayscale"
+            raise ValueError(f"task {name!r}: images of shape {tuple(x.shape)} for input_shape {tuple(input_shape)}; "
+                             f"allowed: {allowed}")
         if tuple(x.shape[1:]) != tuple(input_shape):
             arr = np.stack([resize(im, input_shape, anti_aliasing=True) for im in x.numpy()])
             x = torch.as_tensor(arr, dtype=torch.float32)
-        x = x.float() - x.float().mean(dim=(1, 2), keepdim=True)
+        x = x.float() - x.float().mean(dim=(-2, -1), keepdim=True)
         if whitener is not None:
             with torch.no_grad():
                 x = whitener(x.reshape(x.shape[0], -1).double()).float().reshape(x.shape)
-        return x[:, None]
+        return x if colour else x[:, None]
 
     return Task(name, one(split.train.x), split.train.y.long(), one(split.test.x), split.test.y.long(),
                 len(split.train.classes))
