@@ -4,10 +4,10 @@ Every loader returns a :class:`LabeledSplit` of two :class:`LabeledSet` (``x: (n
 float32 grayscale in [0, 1], ``y: (n,)`` long, ``classes``):
 
 - :func:`bundled_identity`: which scikit-image bundled photograph a patch comes from (a
-  texture/scene task that needs no download; ``color=True``: RGB patches of the colour ones). Train patches are cut from the top
-  ``1 - test_fraction`` of every image and test patches from the bottom ``test_fraction``,
-  so no test pixel was ever seen in training (overlapping random patches would leak).
-  Classes are balanced.
+  texture/scene task that needs no download; ``color=True``: RGB patches ``(n, 3, H, W)`` of
+  the colour ones). Train patches are cut from the top ``1 - test_fraction`` of every image
+  and test patches from the bottom ``test_fraction``, so no test pixel was ever seen in
+  training (overlapping random patches would leak). Classes are balanced.
 - :func:`load_class_folder`: ``root/<class>/*.png|jpg|tif``, one sub-folder per class
   (sorted names = class order); a stratified random split from ``generator``.
 - :func:`load_cifar10`: the standard python version (``data_batch_1..5``, ``test_batch``,

@@ -6,15 +6,15 @@ Model: unit ``i`` (filter ``w_i: (H, W)``) is ``w_i ~ a_i place(K_{c_i}, t_i)``:
 ``w_i: (c, H, W)`` share colour kernels ``K_c: (c, k, k)`` (unit norm over all ``c k^2`` entries,
 one placement for every input channel, not constrained to colour (x) space): everything below
 holds with the patches and kernels flattened over the channels too, and a window's energy is
-the sum over its channels. Every non-empty unit
-is covered by construction; how well is the *weight error*
+the sum over its channels. Every non-empty unit is covered by construction; how well is the
+*weight error*
 
     E(C) = ||W - W_hat||_F / ||W||_F,
 
 a rate-distortion curve of weight sharing (``C`` shared kernels against the error of the dense
-layer they replace). ``W_hat x`` is exactly a ``Conv2d(c, C, k, padding=k-1)`` (``c = 1`` for grayscale) followed by a
-per-unit gather and gain (:meth:`SharedKernels.conv_responses`), so ``E`` bounds how far the
-convolution is from the dense layer on any input.
+layer they replace). ``W_hat x`` is exactly a ``Conv2d(c, C, k, padding=k-1)`` (``c = 1`` for
+grayscale) followed by a per-unit gather and gain (:meth:`SharedKernels.conv_responses`), so
+``E`` bounds how far the convolution is from the dense layer on any input.
 
 Fit, a k-SVD with one atom per signal (Aharon, Elad and Bruckstein 2006; with shifts, as the
 shift-invariant variants): each unit's ``k x k`` support window (its best window, ``k`` from
