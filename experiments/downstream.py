@@ -12,8 +12,8 @@ Tasks: ``bundled`` (which bundled photograph a patch comes from; train patches f
 of each image, test from the bottom 1/4), ``digits`` (scikit-learn, 8 x 8 upsampled), ``lfw``
 (scikit-image's faces vs non-faces, 25 x 25), and ``cifar`` with ``--cifar FOLDER`` (python
 batches, grayscale; in colour for a colour run, whose tasks are ``bundled`` (the four RGB
-photographs) and ``cifar``). Each variant is trained from ``--seeds`` seeds (weights, batch order and the
-random mask); the table gives the mean test accuracy with its 95% t-interval and the effective
+photographs) and ``cifar``). Each variant is trained from ``--seeds`` seeds (weights, batch
+order and the random mask); the table gives the mean test accuracy with its 95% t-interval and the effective
 parameter count. The information plane (:mod:`structlearn.info.plane`, pairwise-distance
 estimator, noise 0.1 of the layer's variance) is recorded every epoch for seed 0 of the
 discovered and the dense net on ``--plane-task``.
@@ -51,15 +51,12 @@ def ci95(values: list[float]) -> tuple[float, float]:
 
 def load_task(name: str, shape: tuple[int, ...], whitener, cifar: str | None, quick: bool):
     """Task ``name`` at the run's input ``shape``: ``(H, W)``, or ``(3, H, W)`` for a colour run
-    (then RGB: the bundled colour photographs, CIFAR-10 in colour; digits and lfw are grayscale
-    only and are refused)."""
+    (then RGB: the bundled colour photographs, CIFAR-10 in colour; ``main`` refuses the grayscale
+    digits and lfw for it, and ``prepare_task`` any grayscale images)."""
     from structlearn.data.labeled import bundled_identity, load_cifar10, load_digits, load_lfw_faces
     from structlearn.supervised import prepare_task
 
     colour = len(shape) == 3
-    if colour and name in ("digits", "lfw"):
-        raise ValueError(f"task {name!r} is grayscale and the run is colour {shape}; allowed for a colour run: "
-                         f"{', '.join(COLOUR_TASKS)}")
     g = torch.Generator().manual_seed(0)  # the split is fixed; the seeds vary the training
     if name == "bundled":
         split = bundled_identity(patch=shape[-2:], n_train_per_class=60 if quick else 300,
@@ -96,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="2 seeds, 3 epochs, small bundled task: a smoke run")
     a = p.parse_args(argv)
-    tasks = [t.strip() for t in (a.tasks or "bundled").split(",") if t.strip()]
-    bad = [t for t in tasks if t not in TASKS]
-    if bad or not tasks:
+    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks is not None else None
+    if tasks is not None and (not tasks or set(tasks) - set(TASKS)):
         p.error(f"--tasks {a.tasks!r}; allowed: a comma-separated list from {', '.join(TASKS)}")
     if a.seeds < 1 or a.epochs < 1:
         p.error(f"--seeds {a.seeds}, --epochs {a.epochs}; allowed: integers >= 1")
@@ -111,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     spec, kernels = spec_from_run(run)
     layer = FirstLayer(spec, kernels, run.layer(0)["mask"])
     colour = len(layer.input_shape) == 3
-    if a.tasks is None:
-        tasks = list(COLOUR_TASKS[:1]) if colour else ["bundled", "digits", "lfw"]
+    if tasks is None:
+        tasks = ["bundled"] if colour else ["bundled", "digits", "lfw"]
     elif colour and set(tasks) - set(COLOUR_TASKS):
         p.error(f"--tasks {a.tasks!r}: the run is colour {layer.input_shape}; allowed: a comma-separated list from "
                 f"{', '.join(COLOUR_TASKS)} (digits and lfw are grayscale)")
