@@ -163,6 +163,21 @@ def test_two_processes_train_the_one_process_layer_and_only_rank_0_writes(refere
     assert reference["stdout_two"].count('"tile_purity_mean"') == 1
 
 
+def test_data_parallel_sparse_coding_trains_the_one_process_layer(reference, tmp_path):
+    """``parallel.dp=2``: each replica codes half of every batch with the whole dictionary
+    (one all-reduce of the gradient per step) and half of every evaluation's rows; the layer,
+    its pruning and its held-out metrics are the one-process run's, to rounding."""
+    shutil.copy(reference["base"] / "tiny.yaml", tmp_path)
+    run(["tiny.yaml", "--out", "dp", "--nproc", "2", "--set", "parallel.dp=2"], tmp_path)
+    one, dp = reference["one"], folder(tmp_path / "dp")
+    a, b = weights(one), weights(dp)
+    assert torch.equal(a["mask"], b["mask"]) and 0.3 < a["mask"].double().mean() < 0.95
+    torch.testing.assert_close(b["weight"], a["weight"], rtol=0, atol=1e-12)
+    sa, sb = json.loads((one / "summary.json").read_text()), json.loads((dp / "summary.json").read_text())
+    for k in ("density", "tile_purity_mean", "recon_rel_error", "loss"):
+        assert sb[k] == pytest.approx(sa[k], rel=1e-9, abs=1e-12), k
+
+
 @pytest.mark.slow  # two runs (14 s)
 def test_world_size_one_under_torchrun_is_todays_path(reference, tmp_path):
     shutil.copy(reference["base"] / "tiny.yaml", tmp_path)

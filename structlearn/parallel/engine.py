@@ -152,25 +152,37 @@ class LayerEngine:
 
     @contextmanager
     def sharded_inference(self) -> Iterator[None]:
-        """Inside: ``full``'s FISTA runs on the shards (each rank its atoms' codes, then one
-        all-gather of the ``(n, k)`` codes), so an evaluation costs ``1 / atoms`` of it on
-        every rank instead of all of it; the local training state (the power iteration's) is
-        left as it was. Every rank must enter it at the same point (the trainer's evaluations)."""
-        if not self.sharded:
+        """Inside: ``full``'s FISTA is split over the ranks, so an evaluation costs ``1 / N`` of it
+        on every rank instead of all of it. Atom shards: each rank its atoms' codes, then one
+        all-gather of the ``(n, k)`` codes; the local training state (the power iteration's) is
+        left as it was. Data-parallel sparse coding: each replica codes its block of the rows
+        (:func:`shard_bounds`; FISTA's rows are independent), then one all-gather of the rows.
+        Every rank must enter it at the same point (the trainer's evaluations)."""
+        full = self.full
+        if self.sharded:
+            local, k, group = self.local, full.layer.n_units, self.mesh.atom_group
+            assert isinstance(local, ShardedSparseCoding)
+
+            def infer(x: Tensor, n_iter: int) -> Tensor:
+                kept = {n: b.clone() for n, b in local.named_buffers() if n.startswith("power_")}
+                try:
+                    z = local.infer(x, n_iter)  # (n, k_r)
+                finally:
+                    for n, b in kept.items():
+                        local.get_buffer(n).copy_(b)
+                return gather_rows(z.T.contiguous(), k, group).T
+        elif self.mesh.dp > 1 and isinstance(full, SparseCoding):
+            whole, dp, rank, group = full.infer, self.mesh.dp, self.mesh.dp_rank, self.mesh.dp_group
+
+            def infer(x: Tensor, n_iter: int) -> Tensor:
+                n = x.shape[0]
+                if (dp - 1) * -(-n // dp) >= n:  # too few rows for every replica: each codes them all
+                    return whole(x, n_iter)
+                start, stop = shard_bounds(n, rank, dp)
+                return gather_rows(whole(x[start:stop], n_iter), n, group)
+        else:
             yield
             return
-        full, local, k, group = self.full, self.local, self.full.layer.n_units, self.mesh.atom_group
-        assert isinstance(local, ShardedSparseCoding)
-
-        def infer(x: Tensor, n_iter: int) -> Tensor:
-            kept = {n: b.clone() for n, b in local.named_buffers() if n.startswith("power_")}
-            try:
-                z = local.infer(x, n_iter)  # (n, k_r)
-            finally:
-                for n, b in kept.items():
-                    local.get_buffer(n).copy_(b)
-            return gather_rows(z.T.contiguous(), k, group).T
-
         full.__dict__["infer"] = infer
         try:
             yield

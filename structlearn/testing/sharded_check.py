@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m structlearn.testing.sharded_check OUT
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m structlearn.testing.sharded_check \
-        OUT --bench N D K STEPS        # seconds per training step -> OUT/bench_<P>.json (rank 0)
+        OUT --bench N D K STEPS [atoms|dp]   # seconds per training step -> OUT/bench_<layout>_<P>.json
 
 Every rank (gloo, one thread) draws the same problem from fixed seeds, then writes
 ``OUT/rank<r>.pt``: its FISTA codes (float64 and float32) for a fixed dictionary, and its atoms
@@ -68,36 +68,45 @@ def reference() -> dict[str, torch.Tensor]:
     return out
 
 
-def bench(out: Path, n: int, d: int, k: int, steps: int) -> None:
-    """Median seconds per training step (batch ``n``, ``d`` inputs, ``k`` atoms over the ranks;
-    usage updates, power Lipschitz constant, FISTA 30 iterations), one warm-up step."""
+def bench(out: Path, n: int, d: int, k: int, steps: int, layout: str = "atoms") -> None:
+    """Median seconds per training step (global batch ``n``, ``d`` inputs, ``k`` atoms; usage
+    updates, power Lipschitz constant, FISTA 30 iterations), one warm-up step, through the
+    path ``discover`` takes: one process trains :class:`SparseCoding` itself, several go through
+    :class:`~structlearn.parallel.engine.LayerEngine` on a mesh of ``layout`` (``atoms``: the
+    atoms split over the ranks; ``dp``: the batch split over replicas of the whole layer)."""
     import json
     import statistics
     import time
 
     import torch.distributed as dist
 
+    from structlearn.config import ParallelConfig
     from structlearn.models.dense import DenseLayer
-    from structlearn.parallel import ShardedSparseCoding, shard_layer, world
+    from structlearn.objectives.sparse_coding import SparseCoding
+    from structlearn.parallel.engine import LayerEngine
+    from structlearn.parallel.mesh import Mesh
+    from structlearn.parallel.mesh import init_mesh as join
 
-    rank, size = world()
-    full = DenseLayer(d, k, generator=torch.Generator().manual_seed(1))
-    obj = ShardedSparseCoding(shard_layer(full), n_units_total=k, lam=1.0, n_iter=30, dict_update="usage",
-                              lipschitz="power", generator=torch.Generator().manual_seed(2))
-    del full
+    size = dist.get_world_size()
+    obj = SparseCoding(DenseLayer(d, k, generator=torch.Generator().manual_seed(1)), lam=1.0, n_iter=30,
+                       dict_update="usage", lipschitz="power", generator=torch.Generator().manual_seed(2))
+    mesh: Mesh | None = None
+    if size > 1:
+        mesh = join(ParallelConfig(dp=size if layout == "dp" else 1, atoms=size if layout == "atoms" else 1), "cpu")
+    step = LayerEngine(mesh, obj, n).step if mesh is not None else obj.train_step
     g = torch.Generator().manual_seed(3)
     times = []
     for s in range(steps + 1):
         x = torch.randn(n, d, generator=g)
         dist.barrier()
         t0 = time.perf_counter()
-        obj.train_step(x)
+        step(x)
         dist.barrier()
         if s:
             times.append(time.perf_counter() - t0)
-    if rank == 0:
-        (out / f"bench_{size}.json").write_text(json.dumps({"size": size, "n": n, "d": d, "k": k, "seconds": times,
-                                                             "median": statistics.median(times)}))
+    if dist.get_rank() == 0:
+        (out / f"bench_{layout}_{size}.json").write_text(json.dumps(
+            {"size": size, "layout": layout, "n": n, "d": d, "k": k, "seconds": times, "median": statistics.median(times)}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) > 1 and args[1] == "--bench":
         try:
             out.mkdir(parents=True, exist_ok=True)
-            bench(out, *(int(v) for v in args[2:6]))
+            n, d, k, steps = (int(v) for v in args[2:6])
+            bench(out, n, d, k, steps, *args[6:7])
         finally:
             dist.destroy_process_group()
         return 0
