@@ -17,7 +17,8 @@ one (``local``):
   the replicas in one all-reduce, the batch-local ``_`` tensors (sparse coding's residual rows
   for re-seeding dead atoms) are all-gathered and ``n`` becomes the global batch size, so
   ``update`` sees the global batch's statistics and every replica takes the same step:
-  the same result as one process on the global batch, to rounding.
+  the same result as one process on the global batch, to rounding. Sparse coding's
+  evaluations split their rows over the replicas the same way (:meth:`sharded_inference`).
 """
 from __future__ import annotations
 
