@@ -135,6 +135,17 @@ def rank_pids(marker: str, rank: int) -> list[int]:
     return found
 
 
+def assert_same_layer(one: Path, other: Path) -> None:
+    """``other``'s run trained ``one``'s layer: the same pruning mask, weights to 1e-12 (float64),
+    the same held-out summary."""
+    a, b = weights(one), weights(other)
+    assert torch.equal(a["mask"], b["mask"]) and 0.3 < a["mask"].double().mean() < 0.95  # pruned, identically
+    torch.testing.assert_close(b["weight"], a["weight"], rtol=0, atol=1e-12)
+    sa, sb = json.loads((one / "summary.json").read_text()), json.loads((other / "summary.json").read_text())
+    for k in ("density", "tile_purity_mean", "recon_rel_error", "loss"):
+        assert sb[k] == pytest.approx(sa[k], rel=1e-9, abs=1e-12), k
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Uninterrupted runs of TINY: one process, and two (W&B offline) sharding the atoms."""
@@ -147,12 +158,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_two_processes_train_the_one_process_layer_and_only_rank_0_writes(reference):
     one, two = reference["one"], reference["two"]
-    a, b = weights(one), weights(two)
-    assert torch.equal(a["mask"], b["mask"]) and 0.3 < a["mask"].double().mean() < 0.95  # pruned, identically
-    torch.testing.assert_close(b["weight"], a["weight"], rtol=0, atol=1e-12)
-    sa, sb = json.loads((one / "summary.json").read_text()), json.loads((two / "summary.json").read_text())
-    for k in ("density", "tile_purity_mean", "recon_rel_error", "loss"):
-        assert sb[k] == pytest.approx(sa[k], rel=1e-9, abs=1e-12), k
+    assert_same_layer(one, two)
     # rank 0 alone: the same files as one process (a sharded checkpoint instead of checkpoint.pt),
     # one W&B run, one summary printed
     extra = {"checkpoint", "checkpoint.pt", "wandb", "wandb_id.txt", "architecture.json", "architecture_kernels.pt"}
@@ -169,13 +175,7 @@ def test_data_parallel_sparse_coding_trains_the_one_process_layer(reference, tmp
     its pruning and its held-out metrics are the one-process run's, to rounding."""
     shutil.copy(reference["base"] / "tiny.yaml", tmp_path)
     run(["tiny.yaml", "--out", "dp", "--nproc", "2", "--set", "parallel.dp=2"], tmp_path)
-    one, dp = reference["one"], folder(tmp_path / "dp")
-    a, b = weights(one), weights(dp)
-    assert torch.equal(a["mask"], b["mask"]) and 0.3 < a["mask"].double().mean() < 0.95
-    torch.testing.assert_close(b["weight"], a["weight"], rtol=0, atol=1e-12)
-    sa, sb = json.loads((one / "summary.json").read_text()), json.loads((dp / "summary.json").read_text())
-    for k in ("density", "tile_purity_mean", "recon_rel_error", "loss"):
-        assert sb[k] == pytest.approx(sa[k], rel=1e-9, abs=1e-12), k
+    assert_same_layer(reference["one"], folder(tmp_path / "dp"))
 
 
 @pytest.mark.slow  # two runs (14 s)

@@ -32,7 +32,7 @@ from torch import Tensor
 from structlearn.objectives.base import Objective
 from structlearn.objectives.sparse_coding import SparseCoding
 from structlearn.parallel.mesh import Mesh, gather_rows
-from structlearn.parallel.sharded import ShardedSparseCoding, shard_bounds, shard_layer
+from structlearn.parallel.sharded import ShardedSparseCoding, shard_bounds, shard_layer, splits
 
 
 class LayerEngine:
@@ -177,7 +177,7 @@ class LayerEngine:
 
             def infer(x: Tensor, n_iter: int) -> Tensor:
                 n = x.shape[0]
-                if (dp - 1) * -(-n // dp) >= n:  # too few rows for every replica: each codes them all
+                if not splits(n, dp):  # too few rows for every replica: each codes them all
                     return whole(x, n_iter)
                 start, stop = shard_bounds(n, rank, dp)
                 return gather_rows(whole(x[start:stop], n_iter), n, group)

@@ -38,6 +38,11 @@ def world(group: Any = None) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
+def splits(k: int, size: int) -> bool:
+    """Whether :func:`shard_bounds` gives each of ``size`` ranks at least one of ``k`` rows."""
+    return k >= size and (size - 1) * -(-k // size) < k
+
+
 def shard_bounds(k: int, rank: int, size: int) -> tuple[int, int]:
     """Rows ``[start, stop)`` of rank ``rank``: ``k`` atoms in ``size`` contiguous blocks of
     ``ceil(k / size)`` (the last may be shorter), ``torch.chunk``'s split and DTensor's
@@ -46,7 +51,7 @@ def shard_bounds(k: int, rank: int, size: int) -> tuple[int, int]:
     if not 0 <= rank < size or k < size:
         raise ValueError(f"rank {rank} of {size} for {k} atoms; allowed: 0 <= rank < size <= k")
     c = -(-k // size)
-    if (size - 1) * c >= k:
+    if not splits(k, size):
         raise ValueError(f"{k} atoms in blocks of {c} leave rank {size - 1} of {size} without atoms; allowed: "
                          f"a number of atoms with (size - 1) * ceil(k / size) < k, e.g. a multiple of {size}")
     return min(rank * c, k), min((rank + 1) * c, k)

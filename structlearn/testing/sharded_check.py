@@ -84,15 +84,14 @@ def bench(out: Path, n: int, d: int, k: int, steps: int, layout: str = "atoms") 
     from structlearn.models.dense import DenseLayer
     from structlearn.objectives.sparse_coding import SparseCoding
     from structlearn.parallel.engine import LayerEngine
-    from structlearn.parallel.mesh import Mesh
-    from structlearn.parallel.mesh import init_mesh as join
+    from structlearn.parallel.mesh import Mesh, init_mesh
 
     size = dist.get_world_size()
     obj = SparseCoding(DenseLayer(d, k, generator=torch.Generator().manual_seed(1)), lam=1.0, n_iter=30,
                        dict_update="usage", lipschitz="power", generator=torch.Generator().manual_seed(2))
     mesh: Mesh | None = None
     if size > 1:
-        mesh = join(ParallelConfig(dp=size if layout == "dp" else 1, atoms=size if layout == "atoms" else 1), "cpu")
+        mesh = init_mesh(ParallelConfig(dp=size if layout == "dp" else 1, atoms=size if layout == "atoms" else 1), "cpu")
     step = LayerEngine(mesh, obj, n).step if mesh is not None else obj.train_step
     g = torch.Generator().manual_seed(3)
     times = []
