@@ -176,3 +176,28 @@ def test_forgetting_schedule_matches_scikit_learn_and_data_init():
         SparseCoding(DenseLayer(20, 8), init="pca")
     with pytest.raises(ValueError, match="beta"):
         SparseCoding(DenseLayer(20, 8), beta=1.0)
+
+
+@pytest.mark.parametrize("stats", ["dense", "sparse"])
+def test_rho_weighting_has_its_closed_form(stats):
+    """rho: beta_t = (1 - 1/t)^rho, so after T batches the statistics are the closed-form
+    weighted sum A_T = sum_s (s/T)^rho zz_s (prod_{u=s+1}^T ((u-1)/u)^rho = (s/T)^rho), and B_T
+    likewise; on the dense path and on the sparse path's lazily scaled A."""
+    g = torch.Generator().manual_seed(43)
+    layer = DenseLayer(12, 16, generator=g, dtype=torch.float64)
+    obj = SparseCoding(layer, lam=0.05, n_iter=30, rho=2.5, stats=stats, resample_every=0, generator=g)
+    zzs, zxs = [], []
+    T = 7
+    for _ in range(T):
+        st = obj.statistics(torch.randn(32, 12, generator=g, dtype=torch.float64))
+        zz = st["zz"].to_dense() if st["zz"].is_sparse else st["zz"]
+        zzs.append(zz.clone())
+        zxs.append(st["zx"].clone())
+        obj.update(st)
+    w = [(s / T) ** 2.5 for s in range(1, T + 1)]
+    scale = float(obj.A_scale) if stats == "sparse" else 1.0
+    torch.testing.assert_close(obj.A * scale, sum(c * a for c, a in zip(w, zzs)), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(obj.B * scale, sum(c * b for c, b in zip(w, zxs)), rtol=1e-12, atol=1e-14)
+    assert zzs[-1].abs().sum() > 0 and w[0] < 1e-2  # the first batch has faded, the last counts fully
+    with pytest.raises(ValueError, match="rho"):
+        SparseCoding(DenseLayer(20, 8), rho=0.0)
