@@ -20,6 +20,11 @@ pruning (``layer0_dense.pt``) is pruned unit-wise to each share of :data:`SHARES
 library's own :func:`~structlearn.prune.magnitude.magnitude_mask` (no fine-tuning) and the
 median radius is taken for both runs, so the ratio is read as a curve, not only at the one
 density the config prunes to (share 1.0: the dense units themselves).
+
+A third table, when both runs have a fine-tuned density sweep (``structlearn sweep RUN``, the
+same densities on both), reads the ratio after fine-tuning at each density beside the held-out
+reconstruction error and objective, and the knee of the natural run's error curve (the density the library's
+own criterion picks, :func:`structlearn.prune.sweep.knee`).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from structlearn.io import atomic_write_text, load_checkpoint
+from structlearn.io import atomic_write_text, load_checkpoint, read_json
 from structlearn.prune.magnitude import magnitude_mask
 from structlearn.runs.run import Run
 from structlearn.structure.locality import energy_radius
@@ -79,6 +84,30 @@ def share_sweep(run: Run, shares: tuple[float, ...] = SHARES) -> list[float]:
     return out
 
 
+def sweep_table(nat: Run, clone: Run) -> list[str]:
+    """Markdown lines of the fine-tuned density sweeps of both runs, joined on the target density
+    (empty when either run has no ``sweep.json``)."""
+    if not (nat.file("sweep.json").is_file() and clone.file("sweep.json").is_file()):
+        return []
+    a, b = read_json(nat.file("sweep.json")), read_json(clone.file("sweep.json"))
+    rb = {r["density_target"]: r for r in b["rows"]}
+    knee = a.get("knee", {}).get("density")
+    lines = ["", f"Fine-tuned density sweeps (`structlearn sweep`, {a.get('mode')}, {a.get('finetune_steps')} fine-tuning "
+             f"steps per density; knee of the natural run's {a['metric']}: "
+             + (f"{knee:.3g}" if knee is not None else "none") + "):", "",
+             "| density | natural radius90 | clone radius90 | natural / clone | natural recon error | clone recon error "
+             "| natural loss | clone loss |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in a["rows"]:
+        c = rb.get(r["density_target"])
+        if c is None:
+            continue
+        x, y = r["energy_radius90_median"], c["energy_radius90_median"]
+        mark = " (knee)" if knee is not None and r["density"] == knee else ""
+        lines.append(f"| {r['density']:.4g}{mark} | {x:.3f} | {y:.3f} | {x / y:.2f} | "
+                     f"{r['recon_rel_error']:.4f} | {c['recon_rel_error']:.4f} | {r['loss']:.2f} | {c['loss']:.2f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("natural", type=Path)
@@ -104,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               "| natural | " + " | ".join(f"{v:.3f}" for v in sa) + " |",
               "| Gaussian clone | " + " | ".join(f"{v:.3f}" for v in sb) + " |",
               "| natural / clone | " + " | ".join(f"{x / y:.2f}" if y > 0 else "-" for x, y in zip(sa, sb)) + " |"]
+    lines += sweep_table(nat, clone)
     text = "\n".join(lines) + "\n"
     atomic_write_text(nat.file("whole_images.md"), text)
     print(text)

@@ -1,6 +1,7 @@
 """``experiments/whole_images.py`` on tiny runs of the shipped ``experiments/whole_images.yaml``
 (8 x 8 crops, 128 units, 40 steps): the natural run against its Gaussian clone, the table's
 numbers recomputed from the runs, and the arguments' order checked."""
+import json
 import re
 import sys
 from pathlib import Path
@@ -55,5 +56,22 @@ def test_whole_images_report_on_tiny_runs(tmp_path, capsys):
     for got, x, y in zip(row, *want):  # one kept weight has radius 0 in both runs: no ratio
         assert got.strip() == "-" if y == 0 else float(got) == pytest.approx(x / y, abs=0.006)
     assert want[0][whole_images.SHARES.index(1.0)] > want[0][0]  # pruning harder can only narrow the units here
+    assert "Fine-tuned density sweeps" not in text  # no sweep.json yet: no third table
+    # the fine-tuned sweeps of both runs: the third table's ratios are the sweeps' own radii
+    for name in ("natural", "clone"):
+        assert cli(["sweep", str(runs[name]), "--densities", "0.5", "0.25", "0.1", "--finetune-steps", "3"]) == 0
+    assert whole_images.main([str(runs["natural"]), str(runs["clone"])]) == 0
+    text = (runs["natural"] / "whole_images.md").read_text()
+    section = text.split("Fine-tuned density sweeps")[1]
+    cell = r" \| ([0-9.]+)"
+    rows = re.findall(r"\| ([0-9.]+)(?: \(knee\))?" + cell * 7 + r" \|\n", section)
+    sa, sb = (json.loads((runs[n] / "sweep.json").read_text())["rows"] for n in ("natural", "clone"))
+    assert len(rows) == 3 and [r["density_target"] for r in sa] == [0.5, 0.25, 0.1]
+    for got, x, y in zip(rows, sa, sb):
+        assert float(got[0]) == pytest.approx(x["density"], rel=1e-3)
+        assert float(got[3]) == pytest.approx(x["energy_radius90_median"] / y["energy_radius90_median"], abs=0.006)
+        assert float(got[4]) == pytest.approx(x["recon_rel_error"], abs=1e-4)
+        assert float(got[7]) == pytest.approx(y["loss"], abs=0.006)
+        assert 0 < x["energy_radius90_median"] <= 1 and 0 < y["energy_radius90_median"] <= 1
     with pytest.raises(SystemExit, match="natural run first"):
         whole_images.main([str(runs["clone"]), str(runs["natural"])])

@@ -112,8 +112,8 @@ def summarise_sweep(rows: list[dict[str, Any]], *, mode: str, log_x: bool = True
     return out
 
 
-LOCALITY_COLUMNS = ("median_spread", "median_window_energy", "participation_ratio_mean", "tile_purity_mean",
-                    "single_tile_fraction")
+LOCALITY_COLUMNS = ("median_spread", "median_window_energy", "energy_radius90_median", "participation_ratio_mean",
+                    "tile_purity_mean", "single_tile_fraction")
 
 
 def format_sweep_table(sweep: dict[str, Any]) -> str:
