@@ -90,6 +90,10 @@ def sweep_table(nat: Run, clone: Run) -> list[str]:
     if not (nat.file("sweep.json").is_file() and clone.file("sweep.json").is_file()):
         return []
     a, b = read_json(nat.file("sweep.json")), read_json(clone.file("sweep.json"))
+    for key in ("mode", "finetune_steps"):
+        if a.get(key) != b.get(key):
+            raise SystemExit(f"the two sweeps differ in {key} ({a.get(key)!r} natural, {b.get(key)!r} clone); "
+                             "allowed: both swept alike (`structlearn sweep RUN` with the same options)")
     rb = {r["density_target"]: r for r in b["rows"]}
     knee = a.get("knee", {}).get("density")
     lines = ["", f"Fine-tuned density sweeps (`structlearn sweep`, {a.get('mode')}, {a.get('finetune_steps')} fine-tuning "

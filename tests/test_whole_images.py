@@ -73,5 +73,9 @@ def test_whole_images_report_on_tiny_runs(tmp_path, capsys):
         assert float(got[4]) == pytest.approx(x["recon_rel_error"], abs=1e-4)
         assert float(got[7]) == pytest.approx(y["loss"], abs=0.006)
         assert 0 < x["energy_radius90_median"] <= 1 and 0 < y["energy_radius90_median"] <= 1
+    clone_sweep = json.loads((runs["clone"] / "sweep.json").read_text())
+    (runs["clone"] / "sweep.json").write_text(json.dumps({**clone_sweep, "finetune_steps": 4}))
+    with pytest.raises(SystemExit, match="differ in finetune_steps"):  # not a table of two unlike sweeps
+        whole_images.main([str(runs["natural"]), str(runs["clone"])])
     with pytest.raises(SystemExit, match="natural run first"):
         whole_images.main([str(runs["clone"]), str(runs["natural"])])
