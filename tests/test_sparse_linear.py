@@ -233,3 +233,73 @@ def test_a_training_step_reads_the_device_a_fixed_few_times(update, lip, grouped
         counts[(n_iter, k)] = per_step
     want = {("bcd", "exact"): 2, ("sgd", "exact"): 1}.get((update, lip), 1)
     assert counts[(5, 96)] == counts[(40, 300)] == [want] * 10, counts
+
+
+def test_sparse_rows_product_equals_the_gemm():
+    """sparse_rows_mm (embedding_bag over the non-zeros) is y @ W in float64, with empty rows, an
+    all-zero y and a dense y."""
+    from structlearn.functional.sparse import sparse_rows_mm
+
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(300, 17, generator=g, dtype=torch.float64)
+    y = torch.randn(40, 300, generator=g, dtype=torch.float64) * (torch.rand(40, 300, generator=g) < 0.03)
+    y[[0, 7, 39]] = 0  # empty bags, the first and the last among them
+    for yy in (y, torch.zeros_like(y), torch.randn(40, 300, generator=g, dtype=torch.float64)):
+        torch.testing.assert_close(sparse_rows_mm(yy, W), yy @ W, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,n,grouped", [(96, 64, False), (300, 64, False), (300, 64, True), (200, 600, False)])
+def test_fista_sparse_product_equals_the_dense_path(monkeypatch, k, n, grouped):
+    """fista(sparse=True) gives the dense path's codes to rounding in float64 on both routes (the
+    Gram matrix, k <= 2d; through D, k > 2d), with a group prox, and in row blocks (k <= 512,
+    n > 256). The switch sits between the codes' final density and the first iterates' (here
+    a third of the codes), so both branches run: dense first, sparse later."""
+    from structlearn.functional import sparse as sp
+
+    g = torch.Generator().manual_seed(k + n)
+    D = torch.randn(k, 64, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=1, keepdim=True)
+    x = torch.randn(n, 64, generator=g, dtype=torch.float64)
+    L = float(lipschitz(D))
+    prox = None
+    if grouped:
+        groups = torch.arange(k) // 4
+        prox = lambda v, t: sp.group_soft_threshold(v, t, groups, k // 4)  # noqa: E731
+    taken = []
+    original = sp.sparse_rows_mm
+    monkeypatch.setattr(sp, "sparse_rows_mm", lambda y, W: taken.append(float((y != 0).double().mean())) or original(y, W))
+    dense = sp.fista(x, D, 1.0, 60, L=L, prox=prox)
+    assert not taken
+    monkeypatch.setattr(sp, "SPARSE_BELOW", 1.3 * float((dense != 0).double().mean()))
+    sparse = sp.fista(x, D, 1.0, 60, L=L, prox=prox, sparse=True)
+    blocks = -(-n // sp._block_rows(n, k, x.device))
+    assert blocks * 30 < len(taken) < blocks * 60 and max(taken) < sp.SPARSE_BELOW, (len(taken), max(taken))
+    torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-10)
+
+
+def test_sparse_fista_product_trains_the_dense_dictionary(monkeypatch):
+    """fista_product='sparse' trains the dense path's dictionary to rounding (float64, 12 steps of
+    the usage update with the power constant, and of bcd); the atom-sharded FISTA on one process
+    takes the option too. The switch is raised to 20% so that most iterations go sparse here."""
+    from structlearn.functional import sparse as sp
+    from structlearn.parallel.sharded import ShardedSparseCoding
+
+    monkeypatch.setattr(sp, "SPARSE_BELOW", 0.2)
+    taken = []
+    original = sp.sparse_rows_mm
+    monkeypatch.setattr(sp, "sparse_rows_mm", lambda y, W: taken.append(1) or original(y, W))
+
+    true, x, g = planted(k=20, d=16, n=2000, dtype=torch.float64)
+    for update, cls in (("usage", SparseCoding), ("bcd", SparseCoding), ("usage", ShardedSparseCoding)):
+        layers = {p: DenseLayer(16, 64, generator=torch.Generator().manual_seed(3)).double() for p in ("dense", "sparse")}
+        objs = {p: cls(layers[p], lam=0.3, n_iter=40, dict_update=update, lipschitz="power", fista_product=p,
+                       resample_every=4) for p in layers}
+        gb = torch.Generator().manual_seed(4)
+        for _ in range(12):
+            xb = x[torch.randint(x.shape[0], (64,), generator=gb)]
+            for p in ("dense", "sparse"):
+                objs[p].train_step(xb)
+        assert len(taken) > 12 * 40 // 2, (update, len(taken))
+        torch.testing.assert_close(layers["sparse"].weight, layers["dense"].weight, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(objs["sparse"].encode(x[:50]), objs["dense"].encode(x[:50]), rtol=0, atol=1e-9)
+        taken.clear()

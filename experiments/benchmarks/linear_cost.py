@@ -7,8 +7,10 @@ name, :mod:`linear_convergence`).
 Units. One :meth:`SparseCoding.train_step` (batch 256, FISTA 30 iterations, ``lam = 1``, the
 settings of ``scaling``) at d = 576 and 1k..16k units, for three updates timed interleaved on
 the same batch: the block-coordinate update with exact Lipschitz constant (today's default, the
-baseline), the same with sparse ``z^T z`` statistics and the warm power-iteration constant, and
-the usage-scaled projected-gradient update with the power constant (no ``k x k`` statistics).
+baseline), the same with every linear-cost option it takes (sparse ``z^T z`` statistics, the
+warm power-iteration constant, FISTA's product from the iterate's non-zeros), and the
+usage-scaled projected-gradient update with the power constant and the sparse FISTA product (no
+``k x k`` statistics).
 Reported: seconds per step, the speed-up over the baseline, and the fitted exponent of time
 against units for each (targets: at most 1.1 for the gradient update, at least 5x at 16k).
 """
@@ -21,8 +23,8 @@ from structlearn.models.dense import DenseLayer
 from structlearn.objectives.sparse_coding import SparseCoding
 
 BATCH = 256
-VARIANTS = {"bcd_exact": {}, "bcd_sparse_power": {"stats": "sparse", "lipschitz": "power"},
-            "usage_power": {"dict_update": "usage", "lipschitz": "power"}}
+VARIANTS = {"bcd_exact": {}, "bcd_sparse_power": {"stats": "sparse", "lipschitz": "power", "fista_product": "sparse"},
+            "usage_power": {"dict_update": "usage", "lipschitz": "power", "fista_product": "sparse"}}
 
 
 def units_rows(ctx: Context) -> list[Result]:

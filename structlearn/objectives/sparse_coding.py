@@ -57,6 +57,11 @@ keep the block-coordinate path above, bit for bit:
   every ``lipschitz_every`` calls; ``2 k d`` per iteration instead of ``2 k d^2 + d^3``.
   The Rayleigh quotient is a lower bound of ``L``; the margin is what keeps the step safe
   between exact calls (tested along training: never below the exact constant).
+- ``fista_product: sparse``: on the CPU, FISTA's product of its iterate with ``D`` (or with the
+  ``k x k`` step matrix) comes from the iterate's non-zeros (``embedding_bag``) in the
+  iterations where fewer than 5% are non-zero, ``nnz d`` instead of ``2 n k d``; equal to the
+  dense GEMM to rounding, not bit for bit, hence opt-in. At 16k atoms the codes are under 1%
+  non-zero after a few iterations, and FISTA takes about 30% less time (NOTES.md section 12).
 
 Homeostasis (``homeostasis = eta > 0``; off by default): every atom gets its own threshold
 ``lam_j = lam exp(theta_j)``, so the penalty is ``sum_j lam_j |z_j|`` (FISTA's prox a per-atom
@@ -132,6 +137,8 @@ class SparseCoding(Objective):
     power_iters = Param(2, Interval(int, 1, None), "power iterations per FISTA call (lipschitz: power)")
     lipschitz_margin = Param(1.05, Interval(float, 1, None), "factor on the power estimate (lipschitz: power)")
     lipschitz_every = Param(50, Interval(int, 1, None), "calls between exact computations (lipschitz: power)")
+    fista_product = Param("dense", Options(("dense", "sparse")), "FISTA's product of the iterate with D: dense "
+                          "GEMM, or from its non-zeros while fewer than 5% are non-zero (CPU)")
     homeostasis = Param(0.0, Interval(float, 0, 1), "rate eta of the per-atom thresholds that equalise how often "
                         "atoms fire (0: off, one lam for all atoms)")
     fixed_params: ClassVar[tuple[str, ...]] = ("dict_update", "stats", "lipschitz", "homeostasis")
@@ -274,7 +281,8 @@ class SparseCoding(Objective):
 
     def infer(self, x: Tensor, n_iter: int) -> Tensor:
         D = self.layer.effective_weight().detach()
-        return fista(x, D, self.lam, n_iter, L=self.lipschitz_constant(D), prox=self.prox())
+        return fista(x, D, self.lam, n_iter, L=self.lipschitz_constant(D), prox=self.prox(),
+                     sparse=self.fista_product == "sparse")
 
     def encode(self, x: Tensor) -> Tensor:
         """Codes at ``eval_iter`` iterations. An evaluation leaves the training state alone: the

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from structlearn.functional.sparse import Prox
+from structlearn.functional.sparse import Prox, rows_mm
 from structlearn.models.dense import DenseLayer
 from structlearn.objectives.sparse_coding import SparseCoding
 
@@ -76,9 +76,12 @@ def shard_layer(layer: DenseLayer, group: Any = None) -> DenseLayer:
 
 
 def sharded_fista(x: Tensor, D: Tensor, lam: float, n_iter: int, L: Tensor | float, group: Any = None,
-                  prox: Prox | None = None) -> Tensor:
+                  prox: Prox | None = None, sparse: bool = False) -> Tensor:
     """This rank's codes ``z_r: (n, k_r)`` of ``min_z 1/2 ||x - z D||^2 + lam P(z)`` for the
-    atoms ``D: (k_r, d)`` it holds; one all-reduce of ``(n, d)`` per iteration."""
+    atoms ``D: (k_r, d)`` it holds; one all-reduce of ``(n, d)`` per iteration. ``sparse``: the
+    partial reconstruction ``y_r D_r`` from ``y_r``'s non-zeros while they are few (CPU; as
+    :func:`~structlearn.functional.sparse.fista`)."""
+    sparse = sparse and x.device.type == "cpu"
     step = 1.0 / float(L)
     thr = lam * step
     c = (x @ D.T).mul_(step)  # (n, k_r)
@@ -86,7 +89,7 @@ def sharded_fista(x: Tensor, D: Tensor, lam: float, n_iter: int, L: Tensor | flo
     y = z.clone()
     t = 1.0
     for _ in range(n_iter):
-        rec = all_reduce_(y @ D, group)  # (n, d) = sum_s y_s D_s
+        rec = all_reduce_(rows_mm(y, D, sparse), group)  # (n, d) = sum_s y_s D_s
         v = torch.addmm(c, rec, D.T, alpha=-step).add_(y)
         z_new = torch.nn.functional.softshrink(v, thr) if prox is None else prox(v, thr)
         t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
@@ -123,7 +126,8 @@ class ShardedSparseCoding(SparseCoding):
 
     def infer(self, x: Tensor, n_iter: int) -> Tensor:
         D = self.layer.effective_weight().detach()
-        return sharded_fista(x, D, self.lam, n_iter, self.lipschitz_constant(D), self.group, self.prox())
+        return sharded_fista(x, D, self.lam, n_iter, self.lipschitz_constant(D), self.group, self.prox(),
+                             self.fista_product == "sparse")
 
     def decode(self, z: Tensor) -> Tensor:
         return all_reduce_(z @ self.layer.effective_weight().detach(), self.group)
