@@ -41,9 +41,10 @@ def sparse_rows_mm(y: Tensor, W: Tensor) -> Tensor:
 
 
 def rows_mm(y: Tensor, W: Tensor, sparse: bool) -> Tensor:
-    """``y @ W``: from ``y``'s non-zeros when ``sparse`` and fewer than ``SPARSE_BELOW`` of them
-    are non-zero (counting them is a host read: callers pass ``sparse`` only on the CPU)."""
-    if sparse and int(torch.count_nonzero(y)) < SPARSE_BELOW * y.numel():
+    """``y @ W``: from ``y``'s non-zeros when ``sparse``, ``y`` is on the CPU and fewer than
+    ``SPARSE_BELOW`` of its entries are non-zero. Elsewhere the GEMM: on CUDA counting them
+    would be a host read (a device sync) per call, inside FISTA's loop."""
+    if sparse and y.device.type == "cpu" and int(torch.count_nonzero(y)) < SPARSE_BELOW * y.numel():
         return sparse_rows_mm(y, W)
     return y @ W
 
@@ -134,7 +135,6 @@ def fista(
     M = torch.eye(k, device=x.device, dtype=x.dtype).sub_(D @ D.T, alpha=step) if use_gram else None  # (k, k)
     z0 = None if z0 is None else z0.to(dtype=x.dtype)
     rows = _block_rows(x.shape[0], k, x.device)
-    sparse = sparse and x.device.type == "cpu"
     if rows >= x.shape[0]:
         return _fista_loop(c, D, M, step, thr, n_iter, z0, prox, tol, sparse)
     return torch.cat([_fista_loop(c[s : s + rows], D, M, step, thr, n_iter, None if z0 is None else z0[s : s + rows],

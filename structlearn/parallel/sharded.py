@@ -81,7 +81,6 @@ def sharded_fista(x: Tensor, D: Tensor, lam: float, n_iter: int, L: Tensor | flo
     atoms ``D: (k_r, d)`` it holds; one all-reduce of ``(n, d)`` per iteration. ``sparse``: the
     partial reconstruction ``y_r D_r`` from ``y_r``'s non-zeros while they are few (CPU; as
     :func:`~structlearn.functional.sparse.fista`)."""
-    sparse = sparse and x.device.type == "cpu"
     step = 1.0 / float(L)
     thr = lam * step
     c = (x @ D.T).mul_(step)  # (n, k_r)
